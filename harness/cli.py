@@ -1,0 +1,265 @@
+"""python -m harness  list | doctor | run | show | plot | build | calibrate
+
+Exit status: 0 = everything that ran verified; 1 = some result was wrong (or crashed);
+2 = bad usage (unknown primitive/backend, bad size, unwritable directory), always
+reported as one line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import backends, catalogue
+from .env import REPO, fingerprint, machine_name
+from .errors import InputError, UsageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `python -m harness {self.prog.split()[-1]} --help`)"
+                         if " " in self.prog else f"{message} (see `python -m harness --help`)")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_primitives(values) -> list[str]:
+    names = [n for v in values for n in _csv_list(v)] if values else list(catalogue.PRIMITIVES)
+    for n in names:
+        catalogue.get(n)
+    return list(dict.fromkeys(names))
+
+
+def parse_backends(values) -> list[str]:
+    names = [n for v in values for n in _csv_list(v)] if values else backends.names()
+    for n in names:
+        if n not in backends.REGISTRY:
+            raise UsageError(f"unknown backend {n!r}; valid: {', '.join(backends.names())}")
+    return list(dict.fromkeys(names))
+
+
+def parse_sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    sizes = []
+    for t in _csv_list(text):
+        try:
+            v = int(t)
+        except ValueError:
+            raise UsageError(f"bad size {t!r}: sizes are positive integers, e.g. --sizes 128,1024") from None
+        if v <= 0:
+            raise UsageError(f"bad size {v}: sizes must be positive")
+        sizes.append(v)
+    if not sizes:
+        raise UsageError("--sizes is empty: give positive integers, e.g. --sizes 128,1024")
+    return sizes
+
+
+def writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to {path}: {e.strerror or e}") from None
+    return path
+
+
+# ------------------------------------------------------------------------------ verbs
+
+def cmd_list(args) -> int:
+    t = Table(title="primitives", title_justify="left")
+    for c in ("primitive", "what", "dims", "distributions", "ladder"):
+        t.add_column(c)
+    for p in catalogue.PRIMITIVES.values():
+        t.add_row(p.name, p.summary, "×".join(p.dim_names), ", ".join(p.distributions),
+                  f"{p.ladder[0]} … {p.ladder[-1]} ({len(p.ladder)} sizes)")
+    console.print(t)
+    t = Table(title="backends and variants (naive first)", title_justify="left")
+    t.add_column("backend")
+    t.add_column("status")
+    for p in catalogue.PRIMITIVES:
+        t.add_column(p)
+    for b in backends.all_backends():
+        a = b.availability()
+        status = "[green]available[/]" if a.ok else f"[yellow]unavailable[/]: {a.reason}"
+        t.add_row(b.name, status, *("\n".join(_variants_safe(b, p)) or "—" for p in catalogue.PRIMITIVES))
+    console.print(t)
+    return 0
+
+
+def _variants_safe(b, primitive):
+    try:
+        return b.variants(primitive)
+    except Exception as e:
+        return [f"(error: {e})"]
+
+
+def cmd_doctor(args) -> int:
+    t = Table(title="backends", title_justify="left")
+    for c in ("backend", "available", "details / reason", "to fix"):
+        t.add_column(c)
+    for b in backends.all_backends():
+        a = b.availability()
+        t.add_row(b.name, "[green]yes[/]" if a.ok else "[red]no[/]", a.detail if a.ok else a.reason,
+                  "" if a.ok else a.hint)
+    console.print(t)
+    env = fingerprint()
+    console.print(f"machine: {env['machine']} — {env['cpu_model']}, {env['cpu_cores']} cores, "
+                  f"Python {env['python']}, NumPy {env['numpy']} ({env['blas']})", highlight=False)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .show import show
+    show(args.primitive, console)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from . import plots, results
+    doc = results.load(args.results)
+    out = writable_dir(Path(args.out) if args.out else Path(args.results).parent / "charts")
+    paths = plots.all_charts(doc, out)
+    console.print(f"wrote {len(paths)} chart files to {out}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    """Compile every kernel of a compiled backend without running anything (works with no GPU)."""
+    from .build import build
+    return build(parse_backends(args.backends), arch=args.arch, primitives=parse_primitives(args.primitives),
+                 console=console)
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate_report
+    calibrate_report(parse_primitives(args.primitives), console)
+    return 0
+
+
+class RichProgress:
+    def __init__(self):
+        self.p = Progress(TextColumn("{task.description}", style="cyan"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=err_console, transient=False)
+        self.task = None
+
+    def start(self, total):
+        self.p.start()
+        self.task = self.p.add_task("starting", total=total)
+
+    def advance(self, description):
+        self.p.update(self.task, advance=1, description=description[:60])
+
+    def stop(self):
+        if self.task is not None:
+            self.p.update(self.task, description="done")
+        self.p.stop()
+
+
+def cmd_run(args) -> int:
+    from . import plots, report, results
+    from .runner import RunConfig, Runner, exit_status
+    from .timing import TimingConfig
+
+    prims = parse_primitives(args.primitives)
+    bnames = parse_backends(args.backends)
+    sizes = parse_sizes(args.sizes)
+    machine = args.machine or machine_name()
+    default_out = REPO / "results" / machine / ("quick" if args.quick else "")
+    out = writable_dir(Path(args.out) if args.out else default_out)
+    cfg = RunConfig(primitives=prims, backends=bnames, quick=args.quick, sizes=sizes,
+                    timing=TimingConfig.quick() if args.quick else TimingConfig(),
+                    checks=not args.no_checks,
+                    variants=[v for s in (args.variants or []) for v in _csv_list(s)] or None)
+    log = logging.getLogger("harness").debug
+    runner = Runner(cfg, progress=RichProgress(), log=log)
+    rows = runner.run()
+    extra = {"machine": machine}
+    for name in bnames:
+        b = backends.get(name)
+        if b.availability().ok:
+            extra.update(b.environment())
+    env = fingerprint(extra)
+    doc = results.make_document(env, runner.peaks, cfg.as_dict(), rows)
+    jpath, cpath = results.write(out, doc)
+    report.print_report(rows, env, runner.peaks, console)
+    if not args.no_charts:
+        paths = plots.all_charts(doc, out / "charts")
+        console.print(f"charts: {len(paths)} files in {_rel(out / 'charts')}", highlight=False)
+    console.print(f"wrote {_rel(jpath)} and {_rel(cpath)}", highlight=False)
+    return exit_status(rows)
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = OneLineParser(prog="harness", description="Kernel Rosetta: one primitive, three languages, one harness.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log details (tracebacks of failing cases)")
+    sub = ap.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineParser)
+    sub.required = True
+    sub.add_parser("list", help="primitives, backends, variants and availability").set_defaults(fn=cmd_list)
+    sub.add_parser("doctor", help="each backend: available, or why not and how to fix").set_defaults(fn=cmd_doctor)
+    r = sub.add_parser("run", help="verify, time, report, chart")
+    r.add_argument("-p", "--primitives", action="append", metavar="PRIMS", help="comma list (default: all)")
+    r.add_argument("-b", "--backends", action="append", metavar="BACKENDS", help="comma list (default: all)")
+    r.add_argument("--variants", action="append", metavar="NAMES", help="only these variant names")
+    r.add_argument("--quick", action="store_true", help="small ladder, short timing: under a minute")
+    r.add_argument("-s", "--sizes", metavar="N,N,…", help="ladder sizes to use instead of each primitive's own")
+    r.add_argument("--out", metavar="DIR", help="output folder (default: results/<machine>/, quick: …/quick/)")
+    r.add_argument("--machine", metavar="NAME", help="machine name for the results folder and charts")
+    r.add_argument("--no-checks", action="store_true", help="skip the odd-size/adversarial correctness checks")
+    r.add_argument("--no-charts", action="store_true", help="do not draw charts")
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("show", help="one primitive's implementations side by side")
+    s.add_argument("primitive")
+    s.set_defaults(fn=cmd_show)
+    pl = sub.add_parser("plot", help="draw the charts again from a results.json")
+    pl.add_argument("results", metavar="RESULTS.json")
+    pl.add_argument("--out", metavar="DIR", help="chart folder (default: charts/ beside the file)")
+    pl.set_defaults(fn=cmd_plot)
+    bu = sub.add_parser("build", help="compile every kernel (no GPU needed); exit 1 on a compile error")
+    bu.add_argument("-b", "--backends", action="append", metavar="BACKENDS", required=True,
+                    help="compiled backends to build (cuda, mojo)")
+    bu.add_argument("-p", "--primitives", action="append", metavar="PRIMS", help="comma list (default: all)")
+    bu.add_argument("--arch", metavar="sm_XX", help="CUDA target architecture (default: the GPU's own)")
+    bu.set_defaults(fn=cmd_build)
+    c = sub.add_parser("calibrate", help="measure float32 error against the tolerances")
+    c.add_argument("-p", "--primitives", action="append", metavar="PRIMS")
+    c.set_defaults(fn=cmd_calibrate)
+    return ap
+
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(REPO))           # python_impl/, cuda_impl/, mojo_impl/ are top-level packages
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+        return args.fn(args)
+    except (UsageError, InputError) as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted: results of this run were not written", highlight=False)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)

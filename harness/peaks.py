@@ -1,0 +1,106 @@
+"""This machine's peaks, measured once per run, and the sanity flags that use them.
+
+  gflops    NumPy (BLAS) float32 matmul, best of a few calls: the practical compute
+            peak a user gets for free. A kernel may beat it; that is news, not an error.
+  gbps      np.copyto of a buffer several times the last-level cache, counting read +
+            write bytes, best of a few calls: the practical DRAM bandwidth.
+  gflops_physical   cores x clock x FLOP/cycle from the SIMD flags: an *upper bound*.
+            A figure above it is physically impossible, so it is flagged as a
+            measurement error.
+
+Memory-bound figures are compared with gbps. A working set that fits in the cache is
+served faster than DRAM, so those rows are marked "in cache" instead of being flagged;
+a DRAM-sized working set above the copy bandwidth is flagged.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .env import cpu_flags, last_level_cache_bytes
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()                                                   # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        best = min(best, (time.perf_counter_ns() - t0) * 1e-9)
+    return best
+
+
+def cpu_max_hz() -> float | None:
+    f = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    try:
+        return int(f.read_text()) * 1e3
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                # The current clock, not the boost clock: allow 50 % boost headroom so the
+                # bound stays an upper bound.
+                return float(line.split(":")[1]) * 1e6 * 1.5
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_physical_gflops() -> float | None:
+    hz = cpu_max_hz()
+    if hz is None:
+        return None
+    flags = cpu_flags()
+    # FLOP/cycle/core for fp32 assuming two FMA pipes (generous on purpose: an upper bound).
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16 if "avx" in flags else 8
+    return (os.cpu_count() or 1) * hz * per_cycle / 1e9
+
+
+def measure_cpu(quick: bool = False) -> dict:
+    n = 1024 if quick else 2048
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    t_mm = _best_seconds(lambda: a @ b, 3 if quick else 5)
+    llc = last_level_cache_bytes() or (32 << 20)
+    nbytes = max(64 << 20, 4 * llc)
+    src = np.ones(nbytes // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    t_cp = _best_seconds(lambda: np.copyto(dst, src), 3 if quick else 5)
+    return {
+        "device": "cpu",
+        "gflops": 2.0 * n ** 3 / t_mm / 1e9,
+        "gflops_source": f"numpy float32 matmul {n}x{n}x{n}, best of runs",
+        "gbps": 2.0 * nbytes / t_cp / 1e9,
+        "gbps_source": f"np.copyto {nbytes >> 20} MiB (read + write bytes), best of runs",
+        "gflops_physical": cpu_physical_gflops(),
+        "cache_bytes": llc,
+    }
+
+
+def pct_and_flags(row: dict, peaks: dict | None, bound: str, in_cache_factor: float = 2.0) -> tuple[float | None, list[str]]:
+    """% of the relevant peak for a row, and any flags about it."""
+    flags: list[str] = []
+    if not peaks or row.get("median_s") is None:
+        return None, flags
+    gflops, gbps = row.get("gflops"), row.get("gbps")
+    phys = peaks.get("gflops_physical")
+    if phys and gflops and gflops > phys:
+        flags.append(f"above the physical FLOP peak ({phys:.0f} GFLOP/s): measurement error")
+    phys_bw = peaks.get("gbps_physical")
+    if phys_bw and gbps and gbps > phys_bw:
+        flags.append(f"above the physical memory bandwidth ({phys_bw:.0f} GB/s): measurement error")
+    if bound == "compute":
+        pct = 100.0 * gflops / peaks["gflops"] if gflops and peaks.get("gflops") else None
+        return pct, flags
+    pct = 100.0 * gbps / peaks["gbps"] if gbps and peaks.get("gbps") else None
+    cache = peaks.get("cache_bytes")
+    in_cache = bool(cache) and row.get("bytes", 0) <= in_cache_factor * cache and not peaks.get("cache_flushed")
+    if in_cache:
+        flags.append("in cache")
+    elif pct is not None and pct > 100.0:
+        flags.append("above the measured copy bandwidth with a DRAM-sized working set: measurement error")
+    return pct, flags

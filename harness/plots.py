@@ -1,0 +1,196 @@
+"""Charts from a results document (matplotlib; PNG for slides, SVG for the web).
+
+  speedup_<primitive>   bars: every passing variant's speedup over pure Python (at the
+                        largest size Python was timed) and over NumPy (at the largest
+                        size NumPy was timed), log axis, same-size ratios only.
+  throughput_<primitive> GFLOP/s or GB/s against size, one line per backend/variant,
+                        the IQR as a band, the machine's measured peak as a dashed line.
+  roofline              every primitive's best variant per backend at its largest size,
+                        under the measured compute and bandwidth roofs.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from . import catalogue  # noqa: E402
+
+BACKEND_COLORS = {"python": "#3776ab", "numpy": "#4d77cf", "cuda": "#76b900", "mojo": "#ff4f1f",
+                  "mojo-gpu": "#c2185b", "cublas": "#2e7d32", "cupy": "#2e7d32", "torch": "#ee4c2c"}
+FALLBACK = ["#6a1b9a", "#00838f", "#f9a825", "#5d4037"]
+
+
+def color(backend: str, i: int = 0) -> str:
+    return BACKEND_COLORS.get(backend, FALLBACK[i % len(FALLBACK)])
+
+
+def _subtitle(env: dict) -> str:
+    bits = [env.get("machine", "")]
+    if env.get("cpu_model"):
+        bits.append(f"{env['cpu_model']} ({env.get('cpu_cores')} cores)")
+    if env.get("gpu_name"):
+        bits.append(env["gpu_name"])
+    bits.append(f"float32 · {env.get('time_utc', '')[:10]}")
+    return " · ".join(b for b in bits if b)
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        p = out_dir / f"{stem}.{ext}"
+        fig.savefig(p, dpi=150 if ext == "png" else None, bbox_inches="tight")
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _passing_timed(rows, prim):
+    return [r for r in rows if r["primitive"] == prim and r["phase"] == "timed"
+            and r["status"] == "pass" and r["median_s"]]
+
+
+def _label(r):
+    return r["backend"] if r["variant"] in ("", r["backend"]) else f"{r['backend']}/{r['variant']}"
+
+
+def _bars(ax, rows, key, title):
+    rows = sorted(rows, key=lambda r: r[key])
+    labels = [_label(r) for r in rows]
+    vals = [r[key] for r in rows]
+    cols = [color(r["backend"]) for r in rows]
+    ax.barh(range(len(rows)), vals, color=cols)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("speedup (×, log scale; >1 is faster)")
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:,.3g}×", va="center", fontsize=7)
+    ax.margins(x=0.25)
+
+
+def speedup_chart(doc, prim, out_dir) -> list[Path]:
+    rows = _passing_timed(doc["results"], prim)
+    panels = []
+    py = [r for r in rows if r["backend"] == "python"]
+    if py:
+        shape = max(py, key=lambda r: r["size"])["shape"]
+        sel = [r for r in rows if r["shape"] == shape and r.get("speedup_vs_python")]
+        if sel:
+            panels.append((sel, "speedup_vs_python", f"vs fastest pure Python at {shape}"))
+    npy = [r for r in rows if r["backend"] == "numpy"]
+    if npy:
+        shape = max(npy, key=lambda r: r["size"])["shape"]
+        sel = [r for r in rows if r["shape"] == shape and r.get("speedup_vs_numpy")]
+        if sel:
+            panels.append((sel, "speedup_vs_numpy", f"vs NumPy at {shape}"))
+    if not panels:
+        return []
+    height = max(2.5, 0.28 * max(len(p[0]) for p in panels) + 1.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), height), squeeze=False)
+    for ax, (sel, key, title) in zip(axes[0], panels):
+        _bars(ax, sel, key, title)
+    fig.suptitle(f"{prim}: speedup (median time ratio, same size, same run)\n{_subtitle(doc['env'])}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_dir, f"speedup_{prim}")
+
+
+def throughput_chart(doc, prim, out_dir) -> list[Path]:
+    p = catalogue.PRIMITIVES[prim]
+    rows = _passing_timed(doc["results"], prim)
+    if not rows:
+        return []
+    key = "gflops" if p.bound == "compute" else "gbps"
+    unit = "GFLOP/s" if p.bound == "compute" else "GB/s (minimum traffic)"
+    lines = defaultdict(list)
+    for r in rows:
+        lines[(r["backend"], r["variant"])].append(r)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    styles = ["-", "--", ":", "-."]
+    per_backend = defaultdict(int)
+    for (backend, variant), rs in lines.items():
+        rs.sort(key=lambda r: r["size"])
+        x = [r["size"] for r in rs]
+        work = [r["flops"] if key == "gflops" else r["bytes"] for r in rs]
+        y = [w / r["median_s"] / 1e9 for w, r in zip(work, rs)]
+        lo = [w / r["p75_s"] / 1e9 for w, r in zip(work, rs)]
+        hi = [w / r["p25_s"] / 1e9 for w, r in zip(work, rs)]
+        style = styles[per_backend[backend] % len(styles)]
+        per_backend[backend] += 1
+        c = color(backend)
+        ax.plot(x, y, style, marker="o", ms=3, color=c, label=_label(rs[0]))
+        ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
+    for dev, pk in (doc.get("peaks") or {}).items():
+        val = pk.get("gflops" if key == "gflops" else "gbps") if pk else None
+        if val:
+            ax.axhline(val, color="gray", ls="--", lw=0.8)
+            ax.text(ax.get_xlim()[0], val, f" {dev} measured peak {val:,.0f}", fontsize=7, va="bottom", color="gray")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v):,}" if v >= 1 else f"{v:g}"))
+    dim = "n (elements)" if p.dim_names == ("n",) else ("n (rows = cols = n)" if len(p.dim_names) == 2
+                                                          else "n (M = N = K = n)")
+    ax.set_xlabel(dim)
+    ax.set_ylabel(unit)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{prim}: throughput vs size (median, IQR band)\n{_subtitle(doc['env'])}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_dir, f"throughput_{prim}")
+
+
+def roofline_chart(doc, out_dir) -> list[Path]:
+    rows = [r for r in doc["results"] if r["phase"] == "timed" and r["status"] == "pass" and r["median_s"]]
+    if not rows:
+        return []
+    best = {}
+    for r in rows:
+        largest = max(x["size"] for x in rows if x["primitive"] == r["primitive"] and x["backend"] == r["backend"])
+        if r["size"] != largest:
+            continue
+        k = (r["primitive"], r["backend"])
+        if k not in best or r["gflops"] > best[k]["gflops"]:
+            best[k] = r
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ais = [r["flops"] / r["bytes"] for r in best.values()]
+    lo, hi = min(ais + [0.1]) / 2, max(ais + [100]) * 2
+    for dev, pk in (doc.get("peaks") or {}).items():
+        if pk and pk.get("gflops") and pk.get("gbps"):
+            ridge = pk["gflops"] / pk["gbps"]
+            xs = [lo, ridge, hi]
+            ax.plot(xs, [min(pk["gflops"], x * pk["gbps"]) for x in xs], color="black" if dev == "cpu" else "#76b900",
+                    lw=1.2, label=f"{dev} roof: {pk['gbps']:,.0f} GB/s, {pk['gflops']:,.0f} GFLOP/s (measured)")
+    markers = {p: m for p, m in zip(catalogue.PRIMITIVES, "osD^vP*X")}
+    for (prim, backend), r in best.items():
+        ax.scatter(r["flops"] / r["bytes"], r["gflops"], color=color(backend), marker=markers.get(prim, "o"),
+                   s=40, edgecolor="black", lw=0.4, zorder=3)
+        ax.annotate(f"{prim}\n{_label(r)}", (r["flops"] / r["bytes"], r["gflops"]), fontsize=6,
+                    xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of minimum traffic)")
+    ax.set_ylabel("GFLOP/s")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"Roofline: best variant per backend, largest size\n{_subtitle(doc['env'])}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_dir, "roofline")
+
+
+def all_charts(doc: dict, out_dir) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for prim in dict.fromkeys(r["primitive"] for r in doc["results"]):
+        if prim in catalogue.PRIMITIVES:
+            paths += speedup_chart(doc, prim, out_dir)
+            paths += throughput_chart(doc, prim, out_dir)
+    paths += roofline_chart(doc, out_dir)
+    return paths
