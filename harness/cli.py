@@ -21,8 +21,16 @@ from . import backends, catalogue
 from .env import REPO, fingerprint, machine_name
 from .errors import InputError, UsageError
 
+WIDE = 160          # tables are wide; when the output is a file or pipe, do not squeeze them to 80
+
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _make_consoles() -> None:
+    global console, err_console
+    console = Console(width=None if sys.stdout.isatty() else WIDE)
+    err_console = Console(stderr=True)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -136,6 +144,9 @@ def cmd_plot(args) -> int:
     out = writable_dir(Path(args.out) if args.out else Path(args.results).parent / "charts")
     paths = plots.all_charts(doc, out)
     console.print(f"wrote {len(paths)} chart files to {out}")
+    if args.summary:
+        from . import report
+        console.print(report.markdown_summary(doc), markup=False, highlight=False)
     return 0
 
 
@@ -179,7 +190,9 @@ def cmd_run(args) -> int:
     prims = parse_primitives(args.primitives)
     bnames = parse_backends(args.backends)
     sizes = parse_sizes(args.sizes)
-    machine = args.machine or machine_name()
+    gpus = [backends.get(n).environment().get("gpu") for n in bnames
+            if backends.get(n).device == "gpu" and backends.get(n).availability().ok]
+    machine = args.machine or machine_name(next((g for g in gpus if g), None))
     default_out = REPO / "results" / machine / ("quick" if args.quick else "")
     out = writable_dir(Path(args.out) if args.out else default_out)
     cfg = RunConfig(primitives=prims, backends=bnames, quick=args.quick, sizes=sizes,
@@ -197,6 +210,7 @@ def cmd_run(args) -> int:
     env = fingerprint(extra)
     doc = results.make_document(env, runner.peaks, cfg.as_dict(), rows)
     jpath, cpath = results.write(out, doc)
+    results.atomic_write_text(out / "summary.md", report.markdown_summary(doc))
     report.print_report(rows, env, runner.peaks, console)
     if not args.no_charts:
         paths = plots.all_charts(doc, out / "charts")
@@ -236,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw the charts again from a results.json")
     pl.add_argument("results", metavar="RESULTS.json")
     pl.add_argument("--out", metavar="DIR", help="chart folder (default: charts/ beside the file)")
+    pl.add_argument("--summary", action="store_true", help="also print the markdown summary of the run")
     pl.set_defaults(fn=cmd_plot)
     bu = sub.add_parser("build", help="compile every kernel (no GPU needed); exit 1 on a compile error")
     bu.add_argument("-b", "--backends", action="append", metavar="BACKENDS", required=True,
@@ -251,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))           # python_impl/, cuda_impl/, mojo_impl/ are top-level packages
+    _make_consoles()
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")

@@ -80,12 +80,18 @@ def git_commit() -> str | None:
         return None
 
 
-def machine_name() -> str:
-    """A short, path-safe name for results/<machine>/: cpu model + core count (+ GPU later)."""
-    model = cpu_model().lower()
-    model = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$", " ", model)
-    slug = re.sub(r"[^a-z0-9]+", "-", model).strip("-")
-    return f"{slug}-{os.cpu_count()}core" if slug else f"{platform.machine()}-{os.cpu_count()}core"
+def slug(text: str) -> str:
+    text = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$", " ", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+def machine_name(gpu: str | None = None) -> str:
+    """A short, path-safe name for results/<machine>/: the GPU when GPU backends ran
+    (e.g. nvidia-h200), else the CPU model and core count (e.g. amd-epyc-2core)."""
+    if gpu:
+        return slug(gpu)
+    s = slug(cpu_model())
+    return f"{s}-{os.cpu_count()}core" if s else f"{platform.machine()}-{os.cpu_count()}core"
 
 
 def fingerprint(extra: dict | None = None) -> dict:

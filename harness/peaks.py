@@ -2,25 +2,33 @@
 
   gflops    NumPy (BLAS) float32 matmul, best of a few calls: the practical compute
             peak a user gets for free. A kernel may beat it; that is news, not an error.
-  gbps      np.copyto of a buffer several times the last-level cache, counting read +
-            write bytes, best of a few calls: the practical DRAM bandwidth.
+  gbps      STREAM-style "copy" (np.copyto) and "scale" (np.multiply by 1) of a buffer
+            several times the last-level cache, split across one thread per core (NumPy
+            releases the GIL), counting read + write bytes; the best of both, best of a few
+            calls: the practical DRAM bandwidth all cores together can reach.
   gflops_physical   cores x clock x FLOP/cycle from the SIMD flags: an *upper bound*.
             A figure above it is physically impossible, so it is flagged as a
             measurement error.
 
 Memory-bound figures are compared with gbps. A working set that fits in the cache is
 served faster than DRAM, so those rows are marked "in cache" instead of being flagged;
-a DRAM-sized working set above the copy bandwidth is flagged.
+a DRAM-sized working set more than NOISE (5 %) above the copy bandwidth is flagged —
+the peak is itself a measurement, and a kernel that streams memory as well as a copy
+lands within a few percent of it either side.
 """
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .env import cpu_flags, last_level_cache_bytes
+
+
+NOISE = 1.05
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -69,13 +77,24 @@ def measure_cpu(quick: bool = False) -> dict:
     nbytes = max(64 << 20, 4 * llc)
     src = np.ones(nbytes // 4, dtype=np.float32)
     dst = np.empty_like(src)
-    t_cp = _best_seconds(lambda: np.copyto(dst, src), 3 if quick else 5)
+    threads = os.cpu_count() or 1
+    edges = np.linspace(0, src.size, threads + 1).astype(int)
+    slices = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    one = np.float32(1)
+    with ThreadPoolExecutor(threads) as pool:
+        def copy():
+            list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
+
+        def scale():
+            list(pool.map(lambda s: np.multiply(src[s], one, out=dst[s]), slices))
+        t_cp = min(_best_seconds(copy, 3 if quick else 5), _best_seconds(scale, 3 if quick else 5))
     return {
         "device": "cpu",
         "gflops": 2.0 * n ** 3 / t_mm / 1e9,
         "gflops_source": f"numpy float32 matmul {n}x{n}x{n}, best of runs",
         "gbps": 2.0 * nbytes / t_cp / 1e9,
-        "gbps_source": f"np.copyto {nbytes >> 20} MiB (read + write bytes), best of runs",
+        "gbps_source": (f"STREAM-style copy/scale of {nbytes >> 20} MiB on {threads} threads "
+                        f"(read + write bytes), best of runs"),
         "gflops_physical": cpu_physical_gflops(),
         "cache_bytes": llc,
     }
@@ -101,6 +120,6 @@ def pct_and_flags(row: dict, peaks: dict | None, bound: str, in_cache_factor: fl
     in_cache = bool(cache) and row.get("bytes", 0) <= in_cache_factor * cache and not peaks.get("cache_flushed")
     if in_cache:
         flags.append("in cache")
-    elif pct is not None and pct > 100.0:
+    elif pct is not None and pct > 100.0 * NOISE:
         flags.append("above the measured copy bandwidth with a DRAM-sized working set: measurement error")
     return pct, flags

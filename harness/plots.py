@@ -21,8 +21,8 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from . import catalogue  # noqa: E402
 
-BACKEND_COLORS = {"python": "#3776ab", "numpy": "#4d77cf", "cuda": "#76b900", "mojo": "#ff4f1f",
-                  "mojo-gpu": "#c2185b", "cublas": "#2e7d32", "cupy": "#2e7d32", "torch": "#ee4c2c"}
+BACKEND_COLORS = {"python": "#d4a017", "numpy": "#4d77cf", "cuda": "#76b900", "mojo": "#ff6d00",
+                  "mojo-gpu": "#c2185b", "cupy": "#1b5e20", "torch": "#8e24aa"}
 FALLBACK = ["#6a1b9a", "#00838f", "#f9a825", "#5d4037"]
 
 
@@ -34,8 +34,8 @@ def _subtitle(env: dict) -> str:
     bits = [env.get("machine", "")]
     if env.get("cpu_model"):
         bits.append(f"{env['cpu_model']} ({env.get('cpu_cores')} cores)")
-    if env.get("gpu_name"):
-        bits.append(env["gpu_name"])
+    if env.get("gpu"):
+        bits.append(env["gpu"])
     bits.append(f"float32 · {env.get('time_utc', '')[:10]}")
     return " · ".join(b for b in bits if b)
 
@@ -166,19 +166,27 @@ def roofline_chart(doc, out_dir) -> list[Path]:
             xs = [lo, ridge, hi]
             ax.plot(xs, [min(pk["gflops"], x * pk["gbps"]) for x in xs], color="black" if dev == "cpu" else "#76b900",
                     lw=1.2, label=f"{dev} roof: {pk['gbps']:,.0f} GB/s, {pk['gflops']:,.0f} GFLOP/s (measured)")
+    # Shape says which primitive, colour which backend: two small legends instead of a
+    # cloud of overlapping labels.
     markers = {p: m for p, m in zip(catalogue.PRIMITIVES, "osD^vP*X")}
     for (prim, backend), r in best.items():
         ax.scatter(r["flops"] / r["bytes"], r["gflops"], color=color(backend), marker=markers.get(prim, "o"),
-                   s=40, edgecolor="black", lw=0.4, zorder=3)
-        ax.annotate(f"{prim}\n{_label(r)}", (r["flops"] / r["bytes"], r["gflops"]), fontsize=6,
-                    xytext=(4, 2), textcoords="offset points")
+                   s=55, edgecolor="black", lw=0.4, zorder=3)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    prims = list(dict.fromkeys(p for p, _ in best))
+    backends_seen = list(dict.fromkeys(b for _, b in best))
+    if ax.get_legend_handles_labels()[0]:
+        ax.add_artist(ax.legend(fontsize=7, loc="lower right"))
+    ax.legend(handles=[Line2D([], [], ls="", marker=markers.get(p, "o"), color="gray", label=p) for p in prims]
+              + [Patch(color=color(b), label=b) for b in backends_seen],
+              fontsize=7, loc="upper left", ncol=2, title="primitive (shape) · backend (colour)", title_fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_xlabel("arithmetic intensity (FLOP per byte of minimum traffic)")
     ax.set_ylabel("GFLOP/s")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"Roofline: best variant per backend, largest size\n{_subtitle(doc['env'])}", fontsize=10)
     fig.tight_layout()
     return _save(fig, out_dir, "roofline")

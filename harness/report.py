@@ -41,6 +41,14 @@ def _order(rows, key):
     return {k: i for i, k in enumerate(seen)}
 
 
+def peak_text(pk: dict) -> str:
+    parts = []
+    for key, unit in (("gflops", "GFLOP/s"), ("gbps", "GB/s")):
+        val = pk.get(key)
+        parts.append(f"{val:,.1f} {unit} ({pk.get(key + '_source')})" if val else f"no {unit} peak measured")
+    return "; ".join(parts)
+
+
 def primitive_table(prim_name: str, rows: list[dict], machine: str = "") -> tuple[Table, list[str]]:
     prim = catalogue.PRIMITIVES[prim_name]
     timed = [r for r in rows if r["primitive"] == prim_name and r["phase"] == "timed"]
@@ -141,10 +149,65 @@ def print_report(rows: list[dict], env: dict, peaks: dict, console: Console | No
     console.print()
     for dev, pk in peaks.items():
         if pk:
-            console.print(f"[bold]{dev} peaks[/]: {pk.get('gflops', 0):.1f} GFLOP/s ({pk.get('gflops_source')}), "
-                          f"{pk.get('gbps', 0):.1f} GB/s ({pk.get('gbps_source')})", highlight=False)
+            console.print(f"[bold]{dev} peaks[/]: {peak_text(pk)}", highlight=False)
+            for note in pk.get("notes") or []:
+                console.print(f"  [dim]{note}[/]", highlight=False)
     counts = defaultdict(int)
     for r in rows:
         counts[r["status"]] += 1
     summary = ", ".join(f"{counts[s]} {s}" for s in ("pass", "fail", "error", "skip") if counts[s])
     console.print(f"[bold]results[/]: {summary}", highlight=False)
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def _md_time(s):
+    return fmt_time(s).replace("µs", "µs")
+
+
+def markdown_summary(doc: dict) -> str:
+    """A markdown digest of a run (written as summary.md beside results.json; the README
+    quotes it verbatim, and a test checks that the quote matches the file)."""
+    env, rows = doc["env"], doc["results"]
+    lines = [f"Machine: **{env.get('machine')}** — {env.get('cpu_model')}, {env.get('cpu_cores')} cores"
+             + (f", {env['gpu']} (driver {env.get('nvidia_driver')}, NVRTC {env.get('nvrtc')})" if env.get("gpu") else "")
+             + f"; Python {env.get('python')}, NumPy {env.get('numpy')} ({env.get('blas')})"
+             + (f", Mojo {env['packages']['mojo-compiler']}" if env.get("packages", {}).get("mojo-compiler") else "")
+             + f"; {env.get('time_utc', '')[:10]}, commit {env.get('git_commit')}.", ""]
+    for dev, pk in (doc.get("peaks") or {}).items():
+        if pk:
+            lines.append(f"Measured {dev} peaks: {peak_text(pk)}.")
+    lines.append("")
+    for prim_name in dict.fromkeys(r["primitive"] for r in rows):
+        prim = catalogue.PRIMITIVES.get(prim_name)
+        timed = [r for r in rows if r["primitive"] == prim_name and r["phase"] == "timed"
+                 and r["status"] == "pass" and r["median_s"]]
+        if not prim or not timed:
+            continue
+        unit = "GFLOP/s" if prim.bound == "compute" else "GB/s"
+        compiled = [r for r in timed if r["backend"] != "python"]
+        size = max(r["size"] for r in (compiled or timed))
+        at = sorted((r for r in timed if r["size"] == size), key=lambda r: r["median_s"])
+        lines.append(f"**{prim_name}** at {at[0]['shape']} (fastest first):")
+        lines.append("")
+        lines.append(f"| backend / variant | median | {unit} | % of peak | vs NumPy |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for r in at:
+            thr = r["gflops"] if prim.bound == "compute" else r["gbps"]
+            pct = f"{r['pct_of_peak']:.0f} %" if r.get("pct_of_peak") is not None else "—"
+            lines.append(f"| {r['backend']} / {r['variant']} | {_md_time(r['median_s'])} | {thr:,.3g} | {pct} | "
+                         f"{fmt_x(r.get('speedup_vs_numpy'))} |")
+        py = [r for r in timed if r["backend"] == "python"]
+        if py:
+            py_size = max(r["size"] for r in py)
+            here = [r for r in timed if r["size"] == py_size and r.get("speedup_vs_python")]
+            best = max(here, key=lambda r: r["speedup_vs_python"])
+            lines.append("")
+            lines.append(f"Pure Python was timed up to {here[0]['shape']}; there the fastest implementation "
+                         f"({best['backend']} / {best['variant']}) is {fmt_x(best['speedup_vs_python'])} faster "
+                         f"than the fastest Python variant.")
+        lines.append("")
+    n = {s: sum(r["status"] == s for r in rows) for s in ("pass", "fail", "error", "skip")}
+    lines.append(f"All rows: {n['pass']} pass, {n['fail']} fail, {n['error']} error, {n['skip']} skip "
+                 f"(skips: time budget or unavailable backend, each with its reason in results.json).")
+    return "\n".join(lines) + "\n"

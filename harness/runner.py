@@ -1,16 +1,18 @@
-"""The run: for every primitive x backend x variant, check correctness at odd sizes on
-every applicable distribution, then climb the size ladder — verify, time, verify again.
+"""The run: for every primitive, prepare every backend's variants, check them all at odd
+sizes on every applicable distribution, then climb the size ladder — for each size,
+make the inputs and the float64 reference once, then verify, time and verify again
+every variant on them.
 
 Rules that keep the numbers honest:
-  * verify before timing and again after (on the output of the last timed call);
-    a wrong result is reported as `fail` with its worst element and gets no speedup;
-  * a case predicted to exceed the per-call time budget (from the previous measured size,
-    scaled by the FLOP count) is skipped and says so — it is never extrapolated into a
-    result; pure Python stops early this way, compiled backends climb the whole ladder;
+  * verify before timing and again after, on the output of the last timed call (a
+    bit-identical output is the verified one; anything else is verified in full); a
+    wrong result is reported as `fail` with its worst element and gets no speedup;
+  * a case predicted to exceed the per-call time budget (from the variant's previous
+    measured size, scaled by FLOPs + bytes) is skipped and says so — it is never
+    extrapolated into a result; pure Python stops early this way;
   * one failing backend or variant never stops the others: every exception becomes an
     `error` row with a one-line reason;
-  * speedups are ratios of medians at the same primitive, dims and dtype, measured in
-    this run.
+  * speedups are ratios of medians at the same primitive, dims and dtype, in this run.
 """
 from __future__ import annotations
 
@@ -37,14 +39,20 @@ class RunConfig:
     quick: bool = False
     sizes: list[int] | None = None              # overrides every primitive's ladder
     timing: TimingConfig = field(default_factory=TimingConfig)
+    gpu_timing: TimingConfig | None = None      # device backends (default: TimingConfig.gpu(), or timing if quick)
     checks: bool = True
     seed: int = 0
     variants: list[str] | None = None          # restrict to these variant names
 
+    def timing_for(self, device: str) -> TimingConfig:
+        if device == "cpu" or self.quick:
+            return self.timing
+        return self.gpu_timing or TimingConfig.gpu()
+
     def as_dict(self) -> dict:
         return {"primitives": self.primitives, "backends": self.backends, "quick": self.quick,
                 "sizes": self.sizes, "checks": self.checks, "seed": self.seed, "variants": self.variants,
-                "timing": self.timing.__dict__}
+                "timing": self.timing.__dict__, "gpu_timing": self.timing_for("gpu").__dict__}
 
 
 class Progress:
@@ -66,6 +74,28 @@ def available_memory_bytes() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+@dataclass
+class Case:
+    """One set of inputs with its reference, shared by every backend and variant."""
+    dims: tuple
+    distribution: str
+    inputs: dict[str, np.ndarray]
+    ref: np.ndarray
+    scale: np.ndarray
+
+
+@dataclass
+class Entry:
+    """One prepared (backend, variant) of the current primitive, and its ladder state."""
+    backend: object
+    variant: str
+    kernel: object
+    ladder: list[int]
+    timing: TimingConfig
+    prev: tuple[float, float] | None = None      # (work, median seconds) at the last timed size
+    stop_reason: str | None = None               # once set, the remaining sizes are skipped with it
 
 
 class Runner:
@@ -99,12 +129,12 @@ class Runner:
                 plan.append((prim, b, avail, variants))
         return plan
 
+    def _n_checks(self, prim) -> int:
+        return len(prim.check_dims) * len(prim.distributions) if self.cfg.checks else 0
+
     def _steps(self, plan) -> int:
-        total = 0
-        for prim, b, avail, variants in plan:
-            n_checks = len(prim.check_dims) * len(prim.distributions) if self.cfg.checks else 0
-            total += max(1, len(variants) * (1 + n_checks + len(self.ladder(prim, b.device))))
-        return total
+        return sum(max(1, len(variants) * (1 + self._n_checks(prim) + len(self.ladder(prim, b.device))))
+                   for prim, b, avail, variants in plan)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> list[dict]:
@@ -113,27 +143,8 @@ class Runner:
         try:
             self.progress.advance("measuring this machine's peaks")
             self.peaks["cpu"] = peaks_mod.measure_cpu(quick=self.cfg.quick)
-            for prim, b, avail, variants in plan:
-                if not avail.ok:
-                    self.rows.append(new_row(primitive=prim.name, backend=b.name, variant="", phase="timed",
-                                             status="skip", device=b.device,
-                                             reason=f"backend unavailable: {avail.reason}"))
-                    self.progress.advance(f"{prim.name} · {b.name}: skipped")
-                    continue
-                if b.device != "cpu" and b.device not in self.peaks:
-                    try:
-                        self.peaks[b.device] = b.measure_peaks(self.cfg.quick) or {}
-                    except Exception as e:
-                        self.log(f"{b.name}: could not measure {b.device} peaks: {one_line(e)}")
-                        self.peaks[b.device] = {}
-                if not variants:
-                    self.rows.append(new_row(primitive=prim.name, backend=b.name, variant="", phase="timed",
-                                             status="skip", device=b.device,
-                                             reason=f"{b.name} has no implementation of {prim.name} yet"))
-                    self.progress.advance(f"{prim.name} · {b.name}: nothing to run")
-                    continue
-                for variant in variants:
-                    self._run_variant(prim, b, variant)
+            for pname in self.cfg.primitives:
+                self._run_primitive(catalogue.get(pname), [p for p in plan if p[0].name == pname])
         finally:
             self.progress.stop()
         compute_speedups(self.rows)
@@ -142,49 +153,93 @@ class Runner:
     def _row(self, prim, b, variant, **kw) -> dict:
         return new_row(primitive=prim.name, backend=b.name, variant=variant, device=b.device, **kw)
 
-    def _run_variant(self, prim, b, variant):
-        where = f"{prim.name} · {b.name}/{variant}"
-        try:
-            kernel = b.prepare(prim.name, variant)
-        except Exception as e:
-            steps = 1 + (len(prim.check_dims) * len(prim.distributions) if self.cfg.checks else 0) + len(
-                self.ladder(prim, b.device))
-            self.rows.append(self._row(prim, b, variant, phase="timed", status="error",
-                                       reason=f"prepare failed: {one_line(e)}"))
-            self.log(f"{where}: prepare failed: {e}")
-            for _ in range(steps):
-                self.progress.advance(f"{where}: failed to prepare")
-            return
-        compile_s, cached = kernel.compile_s, kernel.compile_cached
-        self.progress.advance(f"{where}: prepared")
+    def _run_primitive(self, prim, plan):
+        entries = []
+        for _, b, avail, variants in plan:
+            if not avail.ok:
+                self.rows.append(self._row(prim, b, "", phase="timed", status="skip",
+                                           reason=f"backend unavailable: {avail.reason}"))
+                self.progress.advance(f"{prim.name} · {b.name}: skipped")
+                continue
+            if not variants:
+                self.rows.append(self._row(prim, b, "", phase="timed", status="skip",
+                                           reason=f"{b.name} has no implementation of {prim.name} yet"))
+                self.progress.advance(f"{prim.name} · {b.name}: nothing to run")
+                continue
+            self._device_peaks(b)
+            for variant in variants:
+                entry = self._prepare(prim, b, variant)
+                if entry:
+                    entries.append(entry)
         if self.cfg.checks:
             for dims in prim.check_dims:
                 for dist in prim.distributions:
-                    self.progress.advance(f"{where}: check {prim.shape_label(dims)} {dist}")
-                    self.rows.append(self._check(prim, b, kernel, variant, dims, dist))
-        over_budget: str | None = None
-        prev: tuple[float, float] | None = None          # (work, median seconds) at the last timed size
-        for n in self.ladder(prim, b.device):
+                    case = self._case(prim, dims, dist)
+                    for e in entries:
+                        self.progress.advance(f"{prim.name} · {e.backend.name}/{e.variant}: check "
+                                              f"{prim.shape_label(dims)} {dist}")
+                        self.rows.append(self._check(prim, e, case))
+        for n in sorted({n for e in entries for n in e.ladder}):
             dims = prim.dims_for(n)
-            self.progress.advance(f"{where}: n={n}")
-            work = prim.flops(dims) + prim.bytes(dims)
-            if over_budget is None and prev is not None:
-                predicted = prev[1] * work / prev[0]
-                if predicted > self.cfg.timing.max_call_s:
-                    over_budget = (f"time budget: predicted {predicted:.3g} s per call from the measured "
-                                   f"smaller size, over the {self.cfg.timing.max_call_s:g} s budget")
-            if over_budget:
-                self.rows.append(self._row(prim, b, variant, phase="timed", size=n, shape=prim.shape_label(dims),
-                                           status="skip", reason=over_budget,
-                                           flops=prim.flops(dims), bytes=prim.bytes(dims)))
-                continue
-            row = self._timed(prim, b, kernel, variant, n, dims)
-            row["compile_s"], row["compile_cached"] = compile_s, cached
-            self.rows.append(row)
-            if row["status"] == "pass" and row["median_s"]:
-                prev = (work, row["median_s"])
-            elif row["status"] == "skip" and row["reason"].startswith("time budget"):
-                over_budget = row["reason"]
+            here = [e for e in entries if n in e.ladder]
+            case = None
+            for e in here:
+                self.progress.advance(f"{prim.name} · {e.backend.name}/{e.variant}: n={n}")
+                skip = self._skip_reason(prim, e, dims)
+                if skip:
+                    self.rows.append(self._row(prim, e.backend, e.variant, phase="timed", size=n,
+                                               shape=prim.shape_label(dims), status="skip", reason=skip,
+                                               flops=prim.flops(dims), bytes=prim.bytes(dims)))
+                    continue
+                if case is None:
+                    case = self._case(prim, dims, "normal")
+                row = self._timed(prim, e, n, case)
+                row["compile_s"], row["compile_cached"] = e.kernel.compile_s, e.kernel.compile_cached
+                self.rows.append(row)
+                if row["status"] == "pass" and row["median_s"]:
+                    e.prev = (prim.flops(dims) + prim.bytes(dims), row["median_s"])
+                elif row["status"] == "skip" and (row["reason"] or "").startswith("time budget"):
+                    e.stop_reason = row["reason"]
+            case = None                                  # free the inputs before the next size
+
+    def _device_peaks(self, b):
+        if b.device != "cpu" and b.device not in self.peaks:
+            try:
+                self.peaks[b.device] = b.measure_peaks(self.cfg.quick) or {}
+            except Exception as e:
+                self.log(f"{b.name}: could not measure {b.device} peaks: {one_line(e)}")
+                self.peaks[b.device] = {}
+
+    def _prepare(self, prim, b, variant) -> Entry | None:
+        where = f"{prim.name} · {b.name}/{variant}"
+        ladder = self.ladder(prim, b.device)
+        try:
+            kernel = b.prepare(prim.name, variant)
+        except Exception as e:
+            self.rows.append(self._row(prim, b, variant, phase="timed", status="error",
+                                       reason=f"prepare failed: {one_line(e)}"))
+            self.log(f"{where}: prepare failed: {e}")
+            for _ in range(1 + self._n_checks(prim) + len(ladder)):
+                self.progress.advance(f"{where}: failed to prepare")
+            return None
+        self.progress.advance(f"{where}: prepared")
+        return Entry(b, variant, kernel, ladder, self.cfg.timing_for(b.device))
+
+    def _case(self, prim, dims, dist) -> Case:
+        inputs = prim.make_inputs(dims, dist, self.cfg.seed)
+        ref = prim.reference_output(inputs)
+        return Case(dims, dist, inputs, ref, prim.scale(inputs, ref))
+
+    def _skip_reason(self, prim, e: Entry, dims) -> str | None:
+        if e.stop_reason:
+            return e.stop_reason
+        if e.prev is not None:
+            predicted = e.prev[1] * (prim.flops(dims) + prim.bytes(dims)) / e.prev[0]
+            if predicted > e.timing.max_call_s:
+                e.stop_reason = (f"time budget: predicted {predicted:.3g} s per call from the measured "
+                                 f"smaller size, over the {e.timing.max_call_s:g} s budget")
+                return e.stop_reason
+        return self._memory_problem(prim, e.backend, dims)
 
     def _memory_problem(self, prim, b, dims) -> str | None:
         need_dev = prim.bytes(dims)                       # float32 inputs + output
@@ -199,77 +254,78 @@ class Runner:
                     f"{avail / 2**30:.1f} GiB available")
         return None
 
-    def _check(self, prim, b, kernel, variant, dims, dist) -> dict:
-        row = self._row(prim, b, variant, phase="check", shape=prim.shape_label(dims),
-                        distribution=dist, seed=self.cfg.seed)
+    def _check(self, prim, e: Entry, case: Case) -> dict:
+        row = self._row(prim, e.backend, e.variant, phase="check", shape=prim.shape_label(case.dims),
+                        distribution=case.distribution, seed=self.cfg.seed)
         try:
-            inputs = prim.make_inputs(dims, dist, self.cfg.seed)
-            bound = kernel.bind(inputs)
+            bound = e.kernel.bind(case.inputs)
             try:
                 out = bound.run()
             finally:
                 bound.close()
-            v = verify(prim, inputs, out, dims)
+            v = verify(prim, case.inputs, out, case.dims, ref=case.ref, scale=case.scale)
             row.update(v.as_fields())
             row["status"] = "pass" if v.ok else "fail"
             row["reason"] = None if v.ok else v.message
-        except Exception as e:
-            row.update(status="error", reason=one_line(e))
-            self.log(f"{prim.name} {b.name}/{variant} check {dims} {dist}:\n{traceback.format_exc()}")
+        except Exception as ex:
+            row.update(status="error", reason=one_line(ex))
+            self.log(f"{prim.name} {e.backend.name}/{e.variant} check {case.dims} {case.distribution}:\n"
+                     f"{traceback.format_exc()}")
         return row
 
-    def _timed(self, prim, b, kernel, variant, n, dims) -> dict:
-        row = self._row(prim, b, variant, phase="timed", size=n, shape=prim.shape_label(dims),
-                        distribution="normal", seed=self.cfg.seed,
+    def _timed(self, prim, e: Entry, n: int, case: Case) -> dict:
+        dims = case.dims
+        row = self._row(prim, e.backend, e.variant, phase="timed", size=n, shape=prim.shape_label(dims),
+                        distribution=case.distribution, seed=self.cfg.seed,
                         flops=prim.flops(dims), bytes=prim.bytes(dims))
-        problem = self._memory_problem(prim, b, dims)
-        if problem:
-            row.update(status="skip", reason=problem)
-            return row
+        budget = e.timing.max_call_s
         bound = None
         try:
-            inputs = prim.make_inputs(dims, "normal", self.cfg.seed)
-            validate_inputs(prim, inputs)
-            ref = prim.reference_output(inputs)
-            bound = kernel.bind(inputs)
+            validate_inputs(prim, case.inputs)
+            bound = e.kernel.bind(case.inputs)
             t0 = self.clock()
             out = bound.run()
             first_call_s = (self.clock() - t0) * 1e-9
-            v = verify(prim, inputs, out, dims, ref=ref)
+            v = verify(prim, case.inputs, out, dims, ref=case.ref, scale=case.scale)
             row.update(v.as_fields())
             if not v.ok:
                 row.update(status="fail", reason=v.message)
                 return row
-            if first_call_s > self.cfg.timing.max_call_s * 3:
+            if first_call_s > budget * 3:
                 row.update(status="skip", reason=(f"time budget: one call took {first_call_s:.3g} s, over the "
-                                                  f"{self.cfg.timing.max_call_s:g} s budget (verified, not timed)"))
+                                                  f"{budget:g} s budget (verified, not timed)"))
                 return row
-            stats = measure(lambda: bound.time_once(self.clock), self.cfg.timing, self.clock)
+            verified = out.copy()
+            stats = measure(lambda: bound.time_once(self.clock), e.timing, self.clock)
             row.update(median_s=stats.median_s, p25_s=stats.p25_s, p75_s=stats.p75_s,
                        samples=stats.samples, timer=bound.timer)
-            e2e = _end_to_end(bound, self.cfg.timing)
+            e2e = _end_to_end(bound, e.timing)
             if e2e is not None:
                 row.update(e2e_median_s=e2e.median_s, e2e_p25_s=e2e.p25_s, e2e_p75_s=e2e.p75_s,
                            transfer=bound.transfer)
-            after = verify(prim, inputs, bound.result(), dims, ref=ref)
-            row["verified_after"] = after.ok
-            if not after.ok:
-                row.update(after.as_fields())
-                row.update(status="fail", reason="wrong after timing: " + after.message)
-                return row
+            after_out = bound.result()
+            # Bit-identical to the output verified above: the same verdict holds. Otherwise
+            # (a non-deterministic kernel, or one that went wrong) verify it in full.
+            if not (isinstance(after_out, np.ndarray) and np.array_equal(after_out, verified)):
+                after = verify(prim, case.inputs, after_out, dims, ref=case.ref, scale=case.scale)
+                if not after.ok:
+                    row.update(after.as_fields())
+                    row.update(status="fail", reason="wrong after timing: " + after.message,
+                               verified_after=False, median_s=None, p25_s=None, p75_s=None)
+                    return row
+            row["verified_after"] = True
             row["status"] = "pass"
             row["gflops"] = row["flops"] / stats.median_s / 1e9
             row["gbps"] = row["bytes"] / stats.median_s / 1e9
-            pk = self.peaks.get(b.device)
-            pct, flags = peaks_mod.pct_and_flags(row, pk, prim.bound)
+            pct, flags = peaks_mod.pct_and_flags(row, self.peaks.get(e.backend.device), prim.bound)
             row["pct_of_peak"] = pct
             row["peak_kind"] = ("GFLOP/s" if prim.bound == "compute" else "GB/s") if pct is not None else None
             row["flags"] = flags
-        except InputError as e:
-            row.update(status="error", reason=str(e))
-        except Exception as e:
-            row.update(status="error", reason=one_line(e))
-            self.log(f"{prim.name} {b.name}/{variant} n={n}:\n{traceback.format_exc()}")
+        except InputError as ex:
+            row.update(status="error", reason=str(ex))
+        except Exception as ex:
+            row.update(status="error", reason=one_line(ex))
+            self.log(f"{prim.name} {e.backend.name}/{e.variant} n={n}:\n{traceback.format_exc()}")
         finally:
             if bound is not None:
                 try:

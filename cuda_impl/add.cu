@@ -1,0 +1,58 @@
+// add.cu - elementwise out[i] = a[i] + b[i], float32.
+//
+// Variants (naive first); each adds one idea:
+//   naive        one thread per element, ceil(n / 256) blocks. Already coalesced: thread i
+//                touches element i, so a warp reads one contiguous 128-byte line per array.
+//   grid_stride  a fixed grid (a few blocks per SM) walks the array in a loop with stride
+//                gridDim.x * blockDim.x. Fewer blocks to schedule, and each thread keeps
+//                several loads in flight across iterations; the same code works for any n.
+//   vec4         each thread moves float4s (16 bytes): a quarter of the load/store
+//                instructions for the same bytes, so the memory pipeline, not instruction
+//                issue, is the limit. Needs 16-byte aligned pointers (cuMemAlloc gives 256);
+//                the n % 4 leftovers (and any unaligned pointer) take a scalar path.
+//
+// add does 1 FLOP per 12 bytes moved: it is memory-bound, so the figure of merit is
+// GB/s against the device's copy bandwidth, not GFLOP/s.
+//
+// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
+//   (const float* a, const float* b, float* out, int n)
+
+extern "C" __global__ void __launch_bounds__(256)
+add_naive(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, int n)
+{
+    // blockIdx.x * blockDim.x + threadIdx.x: this thread's element. The grid is rounded up
+    // to whole blocks, so the last block has threads past the end: they must do nothing.
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = a[i] + b[i];
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+add_grid_stride(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, int n)
+{
+    // The grid does not depend on n: each thread starts at its global index and jumps by
+    // the total number of threads until it runs off the end.
+    int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        out[i] = a[i] + b[i];
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+add_vec4(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, int n)
+{
+    int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    int stride = gridDim.x * blockDim.x;
+    // A float4 load from an address that is not a multiple of 16 is a misaligned-address
+    // fault, not a slow load. Check once per thread (the branch is uniform, so it is free).
+    bool aligned = (((unsigned long long)a | (unsigned long long)b | (unsigned long long)out) & 15) == 0;
+    int n4 = aligned ? n / 4 : 0;                    // whole float4s
+    const float4* a4 = reinterpret_cast<const float4*>(a);
+    const float4* b4 = reinterpret_cast<const float4*>(b);
+    float4* out4 = reinterpret_cast<float4*>(out);
+    for (int i = tid; i < n4; i += stride) {
+        float4 x = a4[i], y = b4[i];
+        out4[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+    }
+    // Scalar tail: the last n % 4 elements (all n of them when unaligned).
+    for (int i = 4 * n4 + tid; i < n; i += stride)
+        out[i] = a[i] + b[i];
+}

@@ -1,0 +1,51 @@
+// relu.cu - elementwise out[i] = max(x[i], 0), float32.
+//
+// Variants (naive first); each adds one idea:
+//   naive        one thread per element, ceil(n / 256) blocks. Already coalesced: thread i
+//                touches element i, so a warp reads one contiguous 128-byte line.
+//   grid_stride  a fixed grid (a few blocks per SM) walks the array in a loop with stride
+//                gridDim.x * blockDim.x. Fewer blocks to schedule, and each thread keeps
+//                several loads in flight across iterations; the same code works for any n.
+//   vec4         each thread moves float4s (16 bytes): a quarter of the load/store
+//                instructions for the same bytes. Needs 16-byte aligned pointers (cuMemAlloc
+//                gives 256); the n % 4 leftovers (and any unaligned pointer) take a scalar path.
+//
+// relu reads 4 bytes and writes 4 bytes per element and does one comparison: it is purely
+// memory-bound. The result must be exact: fmaxf(x, 0) is, and so is its NaN handling
+// (fmaxf returns the non-NaN operand; inputs are checked finite before they get here).
+//
+// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
+//   (const float* x, float* out, int n)
+
+extern "C" __global__ void __launch_bounds__(256)
+relu_naive(const float* __restrict__ x, float* __restrict__ out, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;   // this thread's element
+    if (i < n) out[i] = fmaxf(x[i], 0.0f);           // the last block runs past n: guard
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+relu_grid_stride(const float* __restrict__ x, float* __restrict__ out, int n)
+{
+    int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        out[i] = fmaxf(x[i], 0.0f);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+relu_vec4(const float* __restrict__ x, float* __restrict__ out, int n)
+{
+    int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    int stride = gridDim.x * blockDim.x;
+    // float4 accesses must be 16-byte aligned or the kernel faults: check, fall back to scalar.
+    bool aligned = (((unsigned long long)x | (unsigned long long)out) & 15) == 0;
+    int n4 = aligned ? n / 4 : 0;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4* out4 = reinterpret_cast<float4*>(out);
+    for (int i = tid; i < n4; i += stride) {
+        float4 v = x4[i];
+        out4[i] = make_float4(fmaxf(v.x, 0.0f), fmaxf(v.y, 0.0f), fmaxf(v.z, 0.0f), fmaxf(v.w, 0.0f));
+    }
+    for (int i = 4 * n4 + tid; i < n; i += stride)  // scalar tail: n % 4 elements
+        out[i] = fmaxf(x[i], 0.0f);
+}

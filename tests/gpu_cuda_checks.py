@@ -1,0 +1,267 @@
+"""GPU checks for the CUDA backend and its peers, one per subprocess (tests/test_cuda_gpu.py
+runs them with timeouts): a kernel fault or a hang then costs one check, not the session.
+
+    python tests/gpu_cuda_checks.py probe | verify | timing | peaks | fault | peers | cache
+
+Each prints what it measured and exits 0 when every assertion held, 1 with the failures
+otherwise, 3 when there is no GPU (with the reason).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from cuda_impl import launch as L  # noqa: E402
+from harness import backends, catalogue  # noqa: E402
+from harness.backends.base import BackendError  # noqa: E402
+from harness.timing import TimingConfig, measure  # noqa: E402
+from harness.verify import verify  # noqa: E402
+
+# Large sizes, odd where it matters: several waves of blocks, partial tiles, long rows, both
+# the float4 and the scalar paths (cols or K, N not multiples of 4).
+# (`harness run` then verifies every ladder size too, up to the GPU ladder's largest.)
+LARGE = {
+    "add": [(2**24 + 3,)], "relu": [(2**24 + 3,)], "gelu": [(2**24 + 3,)],
+    "softmax": [(1000, 4097), (4096, 4096), (257, 16384), (16, 32768)],
+    "layernorm": [(1000, 4097), (4096, 4096), (257, 16384), (16, 32768)],
+    "matmul": [(1000, 1029, 1031), (129, 4096, 260)],
+}
+# The fastest variants at sizes that fill an H200.
+TIMING_CASES = (("add", "vec4", (2**26,)), ("softmax", "block_registers", (4096, 4096)),
+                ("layernorm", "block_registers", (4096, 4096)), ("matmul", "warptile", (2048, 2048, 2048)))
+failures: list[str] = []
+facts: dict = {}
+
+
+def expect(cond: bool, message: str) -> None:
+    if not cond:
+        failures.append(message)
+
+
+def finish() -> None:
+    print(json.dumps(facts, indent=1, default=str))
+    if failures:
+        print(f"\n{len(failures)} FAILED:", *failures, sep="\n  ")
+        sys.exit(1)
+    print("ok")
+    sys.exit(0)
+
+
+def require_gpu(name: str = "cuda"):
+    b = backends.get(name)
+    a = b.availability()
+    if not a.ok:
+        print(f"no GPU for {name}: {a.reason}")
+        sys.exit(3)
+    facts[f"{name}_detail"] = a.detail
+    return b
+
+
+def run_and_verify(kernel, prim, dims, dist, ref=None) -> str | None:
+    inputs = prim.make_inputs(dims, dist, 0)
+    bound = kernel.bind(inputs)
+    try:
+        out = bound.run()
+    finally:
+        bound.close()
+    v = verify(prim, inputs, out, dims, ref=ref)
+    return None if v.ok else v.message
+
+
+# ----------------------------------------------------------------------------- checks
+
+def check_probe():
+    require_gpu()
+    finish()
+
+
+def check_verify():
+    """Every variant at every check dims and distribution, then at large sizes."""
+    b = require_gpu()
+    t0 = time.perf_counter()
+    for p in L.FAMILIES:
+        prim = catalogue.get(p)
+        kernels = {v: b.prepare(p, v) for v in L.variants(p)}
+        for dims in prim.check_dims:
+            for dist in prim.distributions:
+                for v, k in kernels.items():
+                    why = run_and_verify(k, prim, dims, dist)
+                    expect(why is None, f"{p}/{v} {dims} {dist}: {why}")
+        for dims in LARGE[p]:
+            inputs = prim.make_inputs(dims, "normal", 0)
+            ref = prim.reference_output(inputs)
+            for v, k in kernels.items():
+                if L.limit(p, v, dims):
+                    continue
+                bound = k.bind(inputs)
+                try:
+                    v_ = verify(prim, inputs, bound.run(), dims, ref=ref)
+                finally:
+                    bound.close()
+                expect(v_.ok, f"{p}/{v} {dims}: {v_.message}")
+    facts["verify_s"] = round(time.perf_counter() - t0, 1)
+    finish()
+
+
+def check_timing():
+    """Events, L2 flush and end-to-end copies give plausible, ordered numbers."""
+    b = require_gpu()
+    cfg = TimingConfig.quick()
+    peaks_bw = 5500.0                        # GB/s: above any current GPU's DRAM (H200: 4.8 TB/s)
+    for p, v, dims in TIMING_CASES:
+        prim = catalogue.get(p)
+        kernel = b.prepare(p, v)
+        bound = kernel.bind(prim.make_inputs(dims, "normal", 0))
+        try:
+            expect(bound.timer == "cuda_events" and bound.transfer == "pinned", f"{p}: timer/transfer labels")
+            stats = measure(lambda: bound.time_once(time.perf_counter_ns), cfg)
+            e2e = [bound.time_end_to_end() for _ in range(5)]
+            out = bound.result()
+        finally:
+            bound.close()
+        gbps = prim.bytes(dims) / stats.median_s / 1e9
+        gflops = prim.flops(dims) / stats.median_s / 1e9
+        facts[f"{p}/{v} {dims}"] = dict(median_ms=stats.median_s * 1e3, iqr_ms=stats.iqr_s * 1e3,
+                                         samples=stats.samples, gbps=gbps, gflops=gflops,
+                                         e2e_ms=float(np.median(e2e)) * 1e3, compile_s=kernel.compile_s)
+        expect(0 < stats.median_s < 1 and math.isfinite(stats.median_s), f"{p}: median {stats.median_s}")
+        expect(stats.p25_s <= stats.median_s <= stats.p75_s, f"{p}: quartiles out of order")
+        expect(min(e2e) > stats.median_s, f"{p}: end-to-end {min(e2e)} not above the kernel {stats.median_s}")
+        expect(gbps < peaks_bw, f"{p}/{v}: {gbps:.0f} GB/s is above any DRAM: timing is wrong")
+        expect(np.isfinite(out).all(), f"{p}: output not finite after timing")
+    finish()
+
+
+def check_peaks():
+    b = require_gpu()
+    peaks = b.measure_peaks(quick=True)
+    facts["peaks"] = peaks
+    expect(peaks["device"] == "gpu" and peaks["cache_flushed"] is True, "peaks labels")
+    expect(500 < peaks["gbps"] < 10_000, f"copy bandwidth {peaks['gbps']:.0f} GB/s implausible")
+    expect(peaks["gflops"] and peaks["gflops"] > 1000, f"SGEMM {peaks['gflops']} GFLOP/s implausible")
+    if peaks.get("gflops_physical"):
+        expect(peaks["gflops"] <= peaks["gflops_physical"], "cuBLAS above the physical FP32 peak")
+    if peaks.get("gbps_physical"):
+        expect(peaks["gbps"] <= peaks["gbps_physical"], "copy above the physical bandwidth")
+    expect(b.max_problem_bytes() > 1 << 30, "less than 1 GiB of device memory free?")
+    finish()
+
+
+FAULTY = r'''
+extern "C" __global__ void __launch_bounds__(256)
+add_wild_store(const float* a, const float* b, float* out, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    volatile float* wild = reinterpret_cast<volatile float*>(16ull);   // never mapped
+    if (i < n) wild[i] = a[i] + b[i];
+}
+'''
+
+
+def check_fault():
+    """A faulting kernel is reported for itself; the run goes on in a fresh context, and the
+    primary context (cupy/torch) is untouched."""
+    import tempfile
+
+    from harness.runner import RunConfig, Runner
+    require_gpu()
+    src = Path(tempfile.mkdtemp()) / "add_faulty.cu"
+    src.write_text(L.source("add") + FAULTY)
+    fam = L.family("add")
+    bad = L.Variant("wild_store", "add_wild_store", block=lambda d: (256, 1, 1),
+                    grid=lambda d, sms: (L.cdiv(d[0], 256), 1, 1), per_block=lambda d: (256, 1))
+    L.FAMILIES["add"] = L.Family("add", str(src), fam.scalars, fam.extent, (bad, *fam.variants))
+    torch = None
+    try:
+        import torch as _t
+        if _t.cuda.is_available():
+            torch = _t
+            before = (torch.ones(4, device="cuda") * 2).sum().item()
+    except ImportError:
+        pass
+    rows = Runner(RunConfig(primitives=["add"], backends=["cuda"], quick=True, sizes=[4097],
+                            timing=TimingConfig.quick())).run()
+    wild = [r for r in rows if r["variant"] == "wild_store"]
+    rest = [r for r in rows if r["variant"] != "wild_store"]
+    facts["first_fault_row"] = wild[0]["reason"] if wild else None
+    expect(bool(wild) and wild[0]["status"] == "error" and "CUDA_ERROR_ILLEGAL_ADDRESS" in (wild[0]["reason"] or ""),
+           f"fault not reported: {wild[:1]}")
+    expect(all(r["status"] == "error" for r in wild), "a faulted kernel's later cases must not pass")
+    expect(rest and all(r["status"] == "pass" for r in rest),
+           f"variants after the fault: {[(r['variant'], r['status'], r['reason']) for r in rest if r['status'] != 'pass']}")
+    if torch is not None:
+        after = (torch.ones(4, device="cuda") * 2).sum().item()
+        expect(before == after == 8.0, "torch (primary context) broken by our fault")
+    finish()
+
+
+def check_peers():
+    """cupy / torch: every primitive they have verifies at the check dims and a large size,
+    and times with events; matmul really is fp32 (TF32 would miss the tolerance)."""
+    ran = 0
+    for name in ("torch", "cupy"):
+        b = backends.get(name)
+        a = b.availability()
+        facts[name] = a.detail if a.ok else f"unavailable: {a.reason}"
+        if not a.ok:
+            continue
+        ran += 1
+        for p in catalogue.PRIMITIVES:
+            for v in b.variants(p):
+                prim = catalogue.get(p)
+                k = b.prepare(p, v)
+                for dims in prim.check_dims:
+                    for dist in prim.distributions:
+                        why = run_and_verify(k, prim, dims, dist)
+                        expect(why is None, f"{name}/{v} {dims} {dist}: {why}")
+                dims = LARGE[p][0]
+                why = run_and_verify(k, prim, dims, "normal")
+                expect(why is None, f"{name}/{v} {dims}: {why}")
+                bound = k.bind(prim.make_inputs(dims, "normal", 0))
+                try:
+                    t = bound.time_once(None)
+                    e2e = bound.time_end_to_end()
+                finally:
+                    bound.close()
+                facts[f"{name}/{v} {dims}"] = dict(kernel_ms=t * 1e3, e2e_ms=e2e * 1e3)
+                expect(0 < t < e2e, f"{name}/{v}: kernel {t} s, end-to-end {e2e} s")
+        if name == "torch":
+            expect(b.environment().get("torch_tf32") is False, "torch TF32 is on")
+    if ran == 0:
+        print("neither torch nor cupy is importable with a GPU here")
+        sys.exit(3)
+    finish()
+
+
+def check_cache():
+    b = require_gpu()
+    os.environ["KR_CACHE_DIR"] = str(Path(__import__("tempfile").mkdtemp()))
+    first = b.prepare("relu", "vec4")
+    backends._instances.clear()
+    again = backends.get("cuda").prepare("relu", "naive")
+    facts.update(compile_s=first.compile_s, cached_load_s=again.compile_s)
+    expect(not first.compile_cached and again.compile_cached, "the second backend did not hit the CUBIN cache")
+    try:
+        backends.get("cuda").prepare("relu", "no_such_variant")
+        expect(False, "unknown variant accepted")
+    except BackendError:
+        pass
+    finish()
+
+
+CHECKS = {n[len("check_"):]: f for n, f in globals().items() if n.startswith("check_")}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in CHECKS:
+        print(f"usage: {sys.argv[0]} {'|'.join(CHECKS)}")
+        sys.exit(2)
+    CHECKS[sys.argv[1]]()

@@ -1,0 +1,88 @@
+"""The command line: verbs, files written, exit codes 0/1/2, one-line errors."""
+import json
+import os
+
+import pytest
+
+from harness.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_and_doctor(capsys):
+    code, out, _ = _run(capsys, "list")
+    assert code == 0 and "softmax" in out and "python" in out and "three_pass" in out
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 0 and "numpy" in out and "yes" in out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["run", "-p", "conv"], "unknown primitive 'conv'; valid: add, relu, gelu, softmax, layernorm, matmul"),
+    (["run", "-b", "fortran"], "unknown backend 'fortran'; valid: python, numpy"),
+    (["run", "--sizes", "12,abc"], "bad size 'abc'"),
+    (["run", "--sizes", "0"], "sizes must be positive"),
+    (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["explode"], "invalid choice: 'explode'"),
+    (["show", "conv"], "unknown primitive 'conv'"),
+    (["plot", "missing.json"], "no such results file"),
+])
+def test_bad_usage_is_one_line_and_exit_2(capsys, argv, msg):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert msg in " ".join(err.split())
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_out_dir(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _run(capsys, "run", "-p", "add", "-b", "numpy", "--out", str(blocker / "sub"))
+    assert code == 2 and "cannot write to" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to a read-only directory")
+def test_read_only_out_dir(capsys, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    code, _, err = _run(capsys, "run", "-p", "add", "-b", "numpy", "--out", str(ro))
+    assert code == 2 and "cannot write to" in err
+
+
+def test_run_writes_results_csv_and_charts_and_exits_0(capsys, tmp_path):
+    code, out, _ = _run(capsys, "run", "-p", "add,matmul", "-b", "python,numpy", "--sizes", "16,32",
+                        "--quick", "--out", str(tmp_path))
+    assert code == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["env"]["cpu_model"] and doc["peaks"]["cpu"]["gflops"] > 0
+    timed = [r for r in doc["results"] if r["phase"] == "timed"]
+    assert {r["backend"] for r in timed} == {"python", "numpy"} and all(r["status"] == "pass" for r in timed)
+    assert (tmp_path / "results.csv").read_text().startswith("primitive,backend,variant")
+    charts = {p.name for p in (tmp_path / "charts").iterdir()}
+    for stem in ("speedup_add", "throughput_add", "speedup_matmul", "throughput_matmul", "roofline"):
+        assert f"{stem}.png" in charts and f"{stem}.svg" in charts
+    assert "vs python" in out and "matmul" in out
+
+
+def test_run_exits_1_when_a_result_is_wrong(capsys, tmp_path, register):
+    register(zeros="tests.fakes:ZerosBackend")
+    code, out, _ = _run(capsys, "run", "-p", "add", "-b", "numpy,zeros", "--sizes", "64", "--quick",
+                        "--no-charts", "--out", str(tmp_path))
+    assert code == 1 and "fail" in out
+
+
+def test_plot_redraws_from_a_saved_file(capsys, tmp_path):
+    _run(capsys, "run", "-p", "relu", "-b", "numpy", "--sizes", "64", "--quick", "--no-charts", "--out", str(tmp_path))
+    code, out, _ = _run(capsys, "plot", str(tmp_path / "results.json"), "--out", str(tmp_path / "c"))
+    assert code == 0 and (tmp_path / "c" / "throughput_relu.svg").exists()
+
+
+def test_show_puts_the_languages_side_by_side(capsys):
+    code, out, _ = _run(capsys, "show", "softmax")
+    assert code == 0
+    assert "def softmax_online" in out and "python_impl/softmax.py" in out
+    assert "cuda_impl/softmax.cu" in out and "mojo_impl/softmax.mojo" in out

@@ -1,0 +1,445 @@
+"""The CUDA backend end to end on a machine without a GPU, through a fake driver.
+
+`FakeDriver` stands in for `cuda.bindings.driver`: device memory is host memory, kernel
+launches run the real NVRTC-compiled kernels' *source* on the CPU emulator (tests/cuda_emu),
+events report a fixed time, and an out-of-bounds access in a kernel poisons the context
+with CUDA_ERROR_ILLEGAL_ADDRESS the way a GPU does (sticky: every later call in that
+context fails). The backend code under test is the real one - compile, cache, contexts,
+uploads, launches, timing, end-to-end copies, peaks, fault recovery - driven by the real
+Runner.
+
+Every call the backend makes is also made against the real cuda.bindings functions, which
+(with no libcuda here) fail only after converting their arguments: a TypeError there means
+the backend passes an argument the real driver API would refuse.
+"""
+from __future__ import annotations
+
+import ctypes
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from cuda_impl import launch as L
+from harness import backends, catalogue
+from harness import cuda_compile as cc
+from harness import cuda_device as cd
+from harness.backends.base import BackendError
+from harness.runner import RunConfig, Runner
+from harness.timing import TimingConfig
+
+real_driver = pytest.importorskip("cuda.bindings.driver", reason="cuda-bindings is not installed")
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
+
+FAKE_MS = 0.25                        # every event interval the fake reports
+
+
+class FakeDriver:
+    """Just enough of the CUDA driver API for harness/cuda_device.py, on the CPU."""
+
+    CUresult = real_driver.CUresult
+    CUdevice_attribute = real_driver.CUdevice_attribute
+    CUevent_flags = real_driver.CUevent_flags
+    ATTRIBUTES = {"COMPUTE_CAPABILITY_MAJOR": 9, "COMPUTE_CAPABILITY_MINOR": 0, "MULTIPROCESSOR_COUNT": 132,
+                  "L2_CACHE_SIZE": 1 << 20, "CLOCK_RATE": 1_980_000, "MEMORY_CLOCK_RATE": 2_619_000,
+                  "GLOBAL_MEMORY_BUS_WIDTH": 5120}
+
+    def __init__(self, sources: dict[bytes, str], check_types: bool):
+        self.sources, self.check_types = sources, check_types
+        self.calls: Counter = Counter()
+        self.type_errors: list[str] = []
+        self.mem: dict[int, np.ndarray] = {}          # device allocations: address -> bytes
+        self.pinned: dict[int, np.ndarray] = {}
+        self.contexts: dict[int, dict] = {}
+        self.stack: list[int] = []
+        self.modules: dict[int, str] = {}
+        self.functions: dict[int, tuple[str, str]] = {}
+        self.free = 80 << 30
+        self.refuse_new_contexts = False
+        self._next = 1000
+
+    # ------------------------------------------------------------------ plumbing
+    def __getattribute__(self, name):
+        attr = object.__getattribute__(self, name)
+        if name.startswith("cu") and callable(attr):
+            def call(*args):
+                self.calls[name] += 1
+                if self.check_types:                  # the real binding converts, then fails to dlopen
+                    try:
+                        getattr(real_driver, name)(*args)
+                    except TypeError as e:
+                        self.type_errors.append(f"{name}{args!r}: {e}")
+                    except Exception:
+                        pass
+                return attr(*args)
+            return call
+        return attr
+
+    def _ok(self, *values):
+        return (self.CUresult.CUDA_SUCCESS, *values)
+
+    def _err(self, name):
+        return (getattr(self.CUresult, name),)
+
+    def _handle(self) -> int:
+        self._next += 1
+        return self._next
+
+    def _current(self):
+        return self.contexts[self.stack[-1]] if self.stack else None
+
+    def _state_error(self):
+        ctx = self._current()
+        if ctx is None:
+            return self._err("CUDA_ERROR_INVALID_CONTEXT")
+        if ctx["poisoned"]:
+            return self._err(ctx["poisoned"])
+        return None
+
+    def _region(self, table, ptr, n) -> np.ndarray | None:
+        for base, buf in table.items():
+            if base <= ptr and ptr + n <= base + buf.nbytes:
+                return buf[ptr - base:ptr - base + n]
+        return None
+
+    def _alloc(self, table, n) -> int:
+        raw = np.zeros(int(n) + 256, dtype=np.uint8)
+        off = (-raw.ctypes.data) % 256                    # cuMemAlloc: 256-byte aligned
+        buf = raw[off:off + int(n)]
+        table[buf.ctypes.data] = buf
+        return buf.ctypes.data
+
+    def _copy(self, dst, src, n, dst_table, src_table):
+        if self._state_error():
+            return self._state_error()
+        for table, ptr in ((dst_table, dst), (src_table, src)):
+            if table is not None and self._region(table, ptr, n) is None:
+                return self._err("CUDA_ERROR_INVALID_VALUE")
+        if n <= 64 << 20:                                 # big copies are only peaks: skip the bytes
+            ctypes.memmove(dst, src, n)
+        return self._ok()
+
+    # ------------------------------------------------------------------ device and contexts
+    def cuInit(self, flags):
+        return self._ok()
+
+    def cuDeviceGetCount(self):
+        return self._ok(1)
+
+    def cuDeviceGet(self, ordinal):
+        return self._ok(0)
+
+    def cuDeviceGetName(self, length, dev):
+        return self._ok(b"Fake H200 (emulated)".ljust(length, b"\x00"))
+
+    def cuDeviceGetAttribute(self, attr, dev):
+        return self._ok(self.ATTRIBUTES.get(attr.name.replace("CU_DEVICE_ATTRIBUTE_", ""), 0))
+
+    def cuDeviceTotalMem(self, dev):
+        return self._ok(141 << 30)
+
+    def cuDriverGetVersion(self):
+        return self._ok(13000)
+
+    def cuGetErrorString(self, err):
+        return self._ok(f"fake {err.name}".encode())
+
+    def _new_context(self, primary=False):
+        h = self._handle()
+        self.contexts[h] = {"alive": True, "poisoned": None, "primary": primary}
+        return h
+
+    def cuDevicePrimaryCtxRetain(self, dev):
+        for h, c in self.contexts.items():
+            if c["primary"] and c["alive"]:
+                return self._ok(h)
+        return self._ok(self._new_context(primary=True))
+
+    def cuDevicePrimaryCtxRelease(self, dev):
+        return self._ok()
+
+    def cuCtxCreate(self, params, flags, dev):
+        if self.refuse_new_contexts:
+            return self._err("CUDA_ERROR_OUT_OF_MEMORY")
+        h = self._new_context()
+        self.stack.append(h)
+        return self._ok(h)
+
+    def cuCtxPushCurrent(self, ctx):
+        if not self.contexts[ctx]["alive"]:
+            return self._err("CUDA_ERROR_CONTEXT_IS_DESTROYED")
+        self.stack.append(ctx)
+        return self._ok()
+
+    def cuCtxPopCurrent(self):
+        return self._ok(self.stack.pop()) if self.stack else self._err("CUDA_ERROR_INVALID_CONTEXT")
+
+    def cuCtxDestroy(self, ctx):
+        self.contexts[ctx]["alive"] = False
+        self.stack = [h for h in self.stack if h != ctx]
+        return self._ok()
+
+    def cuCtxSynchronize(self):
+        return self._state_error() or self._ok()
+
+    def cuMemGetInfo(self):
+        used = sum(b.nbytes for b in self.mem.values())
+        return self._state_error() or self._ok(self.free - used, 141 << 30)
+
+    # ------------------------------------------------------------------ memory
+    def cuMemAlloc(self, n):
+        if self._state_error():
+            return self._state_error()
+        return self._ok(self._alloc(self.mem, n))
+
+    def cuMemFree(self, ptr):
+        self.mem.pop(ptr, None)
+        return self._ok()
+
+    def cuMemHostAlloc(self, n, flags):
+        return self._state_error() or self._ok(self._alloc(self.pinned, n))
+
+    def cuMemFreeHost(self, ptr):
+        self.pinned.pop(ptr, None)
+        return self._ok()
+
+    def cuMemcpyHtoD(self, dst, src, n):
+        return self._copy(dst, src, n, self.mem, None)
+
+    def cuMemcpyDtoH(self, dst, src, n):
+        return self._copy(dst, src, n, None, self.mem)
+
+    def cuMemcpyHtoDAsync(self, dst, src, n, stream):
+        return self._copy(dst, src, n, self.mem, self.pinned)
+
+    def cuMemcpyDtoHAsync(self, dst, src, n, stream):
+        return self._copy(dst, src, n, self.pinned, self.mem)
+
+    def cuMemcpyDtoDAsync(self, dst, src, n, stream):
+        return self._copy(dst, src, n, self.mem, self.mem)
+
+    def cuMemsetD32Async(self, ptr, value, count, stream):
+        region = self._region(self.mem, ptr, 4 * count)
+        if region is None:
+            return self._err("CUDA_ERROR_INVALID_VALUE")
+        region.view(np.uint32)[:] = value
+        return self._state_error() or self._ok()
+
+    # ------------------------------------------------------------------ modules and launches
+    def cuModuleLoadData(self, image):
+        if self._state_error():
+            return self._state_error()
+        source = self.sources.get(bytes(image))
+        if source is None:
+            return self._err("CUDA_ERROR_INVALID_IMAGE")
+        h = self._handle()
+        self.modules[h] = source
+        return self._ok(h)
+
+    def cuModuleGetFunction(self, module, name):
+        from tests.cuda_emu import kernel_names
+        source = self.modules[module]
+        if name.decode() not in kernel_names(source):
+            return self._err("CUDA_ERROR_NOT_FOUND")
+        h = self._handle()
+        self.functions[h] = (source, name.decode())
+        return self._ok(h)
+
+    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        from tests.cuda_emu import EmulatorError, compile_kernel, run_kernel
+        if self._state_error():
+            return self._state_error()
+        source, name = self.functions[f]
+        infos = compile_kernel(source, name).params
+        slots = np.frombuffer((ctypes.c_uint64 * len(infos)).from_address(params), dtype=np.uint64)
+        args = []
+        for slot, info in zip(slots, infos):
+            if info.is_pointer:
+                ptr = int(np.frombuffer((ctypes.c_uint64 * 1).from_address(int(slot)), dtype=np.uint64)[0])
+                base = next((b for b, buf in self.mem.items() if b == ptr), None)
+                if base is None:
+                    return self._err("CUDA_ERROR_INVALID_VALUE")
+                args.append(self.mem[base].view(np.float32))
+            else:
+                args.append(np.frombuffer((ctypes.c_int32 * 1).from_address(int(slot)), dtype=np.int32)[0])
+        try:
+            run_kernel(source, name, (gx, gy, gz), (bx, by, bz), shared, args)
+        except EmulatorError:
+            self._current()["poisoned"] = "CUDA_ERROR_ILLEGAL_ADDRESS"     # reported at the next sync
+        return self._ok()
+
+    # ------------------------------------------------------------------ events
+    def cuEventCreate(self, flags):
+        return self._state_error() or self._ok(self._handle())
+
+    def cuEventDestroy(self, event):
+        return self._ok()
+
+    def cuEventRecord(self, event, stream):
+        return self._state_error() or self._ok()
+
+    def cuEventSynchronize(self, event):
+        return self._state_error() or self._ok()
+
+    def cuEventElapsedTime(self, start, end):
+        return self._state_error() or self._ok(FAKE_MS)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+FAULTY_SOURCE = L.source("add") + r'''
+// Test only: stores through a wild pointer (address 16, never mapped): an illegal address.
+extern "C" __global__ void __launch_bounds__(256)
+add_out_of_bounds(const float* a, const float* b, float* out, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    volatile float* wild = reinterpret_cast<volatile float*>(16ull);
+    if (i < n) wild[i] = a[i] + b[i];
+}
+'''
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """The fake driver installed under harness.cuda_device, a fresh cuda backend, and the
+    CUBIN -> source map it needs (filled by watching the real compiles)."""
+    sources: dict[bytes, str] = {}
+    real_compile = cc.compile_cubin
+
+    def compile_and_remember(source, filename, arch, *a, **kw):
+        out = real_compile(source, filename, arch, *a, **kw)
+        sources[out.cubin] = source
+        return out
+
+    no_real_gpu = not cd.probe().ok
+    drv = FakeDriver(sources, check_types=no_real_gpu)
+    monkeypatch.setenv("KR_CACHE_DIR", str(tmp_path / "cubins"))
+    monkeypatch.setattr(cc, "compile_cubin", compile_and_remember)
+    monkeypatch.setattr(cd, "_driver_module", drv)
+    monkeypatch.setattr(cd, "FLUSH_MIN_BYTES", 1 << 20)
+    monkeypatch.setattr(backends, "_instances", {})
+    # Without cupy/torch the peaks fall back to timing our own matmul at 2048^3 - on an
+    # emulator that takes minutes: time it at 64^3 instead (same code path).
+    from harness.backends.cuda_backend import CudaBackend
+    own_sgemm = CudaBackend._own_sgemm
+    monkeypatch.setattr(CudaBackend, "_own_sgemm", lambda self, n: own_sgemm(self, 64))
+    yield drv
+    assert drv.stack == [], "a context was left current: it would capture cupy/torch calls"
+    assert drv.type_errors == [], "arguments the real cuda.bindings would refuse:\n" + "\n".join(drv.type_errors)
+
+
+def _with_faulty_add(monkeypatch, tmp_path):
+    path = tmp_path / "add_faulty.cu"
+    path.write_text(FAULTY_SOURCE)
+    fam = L.family("add")
+    bad = L.Variant("out_of_bounds", "add_out_of_bounds", block=lambda d: (256, 1, 1),
+                    grid=lambda d, sms: (L.cdiv(d[0], 256), 1, 1), per_block=lambda d: (256, 1))
+    monkeypatch.setitem(L.FAMILIES, "add", L.Family("add", str(path), fam.scalars, fam.extent,
+                                                    (fam.variants[0], bad, *fam.variants[1:])))
+
+
+def _run(primitives, variants=None, sizes=(33,)):
+    cfg = RunConfig(primitives=list(primitives), backends=["cuda"], quick=True, sizes=list(sizes),
+                    timing=TimingConfig.quick(), variants=variants)
+    runner = Runner(cfg)
+    return runner, runner.run()
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_availability_and_environment_through_the_driver(fake):
+    b = backends.get("cuda")
+    a = b.availability()
+    assert a.ok and "Fake H200" in a.detail and "sm_90" in a.detail and "132 SMs" in a.detail
+    env = b.environment()
+    assert env["gpu"] == "Fake H200 (emulated)" and env["gpu_arch"] == "sm_90"
+    assert env["cuda_driver_api"] == "13.0" and env["nvrtc"] == "{}.{}".format(*cc.nvrtc_version())
+
+
+def test_the_runner_verifies_times_and_reports_cuda_variants(fake, monkeypatch):
+    runner, rows = _run(["add", "layernorm", "matmul"], variants=["vec4", "block_registers", "warptile"])
+    checks = [r for r in rows if r["phase"] == "check"]
+    timed = [r for r in rows if r["phase"] == "timed"]
+    assert checks and all(r["status"] == "pass" for r in checks), [r["reason"] for r in checks if r["status"] != "pass"]
+    assert {(r["primitive"], r["variant"]) for r in timed} == {("add", "vec4"), ("layernorm", "block_registers"),
+                                                              ("matmul", "warptile")}
+    for r in timed:
+        assert r["status"] == "pass", r["reason"]
+        assert r["timer"] == "cuda_events" and r["median_s"] == pytest.approx(FAKE_MS * 1e-3)
+        assert r["e2e_median_s"] == pytest.approx(FAKE_MS * 1e-3) and r["transfer"] == "pinned"
+        assert r["verified_after"] is True and r["compile_s"] > 0
+    peaks = runner.peaks["gpu"]
+    assert peaks["cache_flushed"] is True and peaks["cache_bytes"] == 1 << 20
+    assert peaks["gbps"] == pytest.approx(2 * (256 << 20) / (FAKE_MS * 1e-3) / 1e9)
+    assert peaks["gbps_physical"] == pytest.approx(2 * 2_619_000e3 * 5120 / 8 / 1e9)
+    assert "no cupy/torch" in peaks["gflops_source"] and peaks["gflops"] > 0
+    assert peaks["gflops_physical"] == pytest.approx(132 * 128 * 2 * 1.98)
+    # Timing flushed L2 before every sample; e2e copied in and out through pinned memory.
+    assert fake.calls["cuMemsetD32Async"] >= fake.calls["cuEventElapsedTime"] - 1
+    assert fake.calls["cuMemHostAlloc"] >= 2 and fake.calls["cuMemcpyHtoDAsync"] > 0
+
+
+def test_compile_is_cached_across_processes(fake):
+    first = backends.get("cuda").prepare("relu", "naive")
+    assert not first.compile_cached
+    backends._instances.clear()                       # a new backend, as in a new run
+    again = backends.get("cuda").prepare("relu", "vec4")
+    assert again.compile_cached and again.compile_s < first.compile_s
+
+
+def test_a_kernel_fault_is_reported_for_that_kernel_and_the_run_goes_on(fake, monkeypatch, tmp_path):
+    _with_faulty_add(monkeypatch, tmp_path)
+    runner, rows = _run(["add"])
+    bad = [r for r in rows if r["variant"] == "out_of_bounds"]
+    good = [r for r in rows if r["variant"] in ("naive", "grid_stride", "vec4")]
+    assert bad[0]["status"] == "error"
+    assert "kernel fault in add/out_of_bounds: CUDA_ERROR_ILLEGAL_ADDRESS" in bad[0]["reason"]
+    assert "fresh one" in bad[0]["reason"]
+    assert all(r["status"] == "error" and "faulted earlier" in r["reason"] for r in bad[1:])
+    assert good and all(r["status"] == "pass" for r in good), [r["reason"] for r in good if r["status"] != "pass"]
+    assert backends.get("cuda").faults == [("add/out_of_bounds", "CUDA_ERROR_ILLEGAL_ADDRESS")]
+    own = [c for c in fake.contexts.values() if not c["primary"]]
+    assert len(own) == 2 and own[0]["poisoned"] and not own[0]["alive"] and own[1]["alive"]
+    assert "cuda_kernel_faults" in backends.get("cuda").environment()
+
+
+def test_when_no_fresh_context_can_be_made_later_cases_say_why(fake, monkeypatch, tmp_path):
+    _with_faulty_add(monkeypatch, tmp_path)
+    b = backends.get("cuda")
+    kernel = b.prepare("add", "out_of_bounds")
+    inputs = catalogue.get("add").make_inputs((100,), "normal", 0)
+    fake.refuse_new_contexts = True
+    bound = kernel.bind(inputs)
+    with pytest.raises(BackendError, match="could not be recreated"):
+        bound.run()
+    bound.close()
+    with pytest.raises(BackendError, match="cannot run in this process"):
+        b.prepare("add", "naive")
+
+
+def test_device_memory_is_checked_before_allocating(fake):
+    b = backends.get("cuda")
+    kernel = b.prepare("add", "naive")
+    fake.free = 300 << 20                              # 300 MiB "free", 256 MiB kept as headroom
+    in_use = sum(buf.nbytes for buf in fake.mem.values())   # the L2 flush buffer
+    assert b.max_problem_bytes() == (300 << 20) - in_use - (256 << 20)
+    allocs = fake.calls["cuMemAlloc"]
+    with pytest.raises(BackendError, match="GiB of device memory"):
+        kernel.bind(catalogue.get("add").make_inputs((8 << 20,), "normal", 0))
+    assert fake.calls["cuMemAlloc"] == allocs
+
+
+def test_bad_inputs_never_reach_the_device(fake):
+    kernel = backends.get("cuda").prepare("softmax", "warp_online")
+    x = np.zeros((4, 8), dtype=np.float64)
+    with pytest.raises(BackendError, match="float32"):
+        kernel.bind({"x": x})
+    with pytest.raises(BackendError, match="float32"):
+        kernel.bind({"x": np.zeros((8, 4), dtype=np.float32).T})          # not C-contiguous
+    with pytest.raises(BackendError, match="expected inputs"):
+        kernel.bind({"y": np.zeros((4, 8), dtype=np.float32)})
+    with pytest.raises(BackendError, match="at most 32768 columns"):
+        backends.get("cuda").prepare("softmax", "block_registers").bind(
+            {"x": np.zeros((1, 40000), dtype=np.float32)})
+    assert fake.calls["cuMemAlloc"] == 1                                  # only the L2 flush buffer
