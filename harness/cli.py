@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -164,22 +165,39 @@ def cmd_calibrate(args) -> int:
 
 
 class RichProgress:
+    """A live bar on a terminal; in a log (CI, `| tee`) a plain line every few seconds."""
+
+    LOG_EVERY_S = 5.0
+
     def __init__(self):
+        self.live = err_console.is_terminal
         self.p = Progress(TextColumn("{task.description}", style="cyan"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=err_console, transient=False)
         self.task = None
+        self.done = self.total = 0
+        self.last = 0.0
 
     def start(self, total):
-        self.p.start()
-        self.task = self.p.add_task("starting", total=total)
+        self.total = total
+        if self.live:
+            self.p.start()
+            self.task = self.p.add_task("starting", total=total)
 
     def advance(self, description):
-        self.p.update(self.task, advance=1, description=description[:60])
+        self.done += 1
+        if self.live:
+            self.p.update(self.task, advance=1, description=description[:60])
+            return
+        now = time.monotonic()
+        if now - self.last >= self.LOG_EVERY_S:
+            self.last = now
+            err_console.print(f"[{self.done}/{self.total}] {description}", highlight=False, markup=False)
 
     def stop(self):
-        if self.task is not None:
-            self.p.update(self.task, description="done")
-        self.p.stop()
+        if self.live:
+            if self.task is not None:
+                self.p.update(self.task, description="done")
+            self.p.stop()
 
 
 def cmd_run(args) -> int:

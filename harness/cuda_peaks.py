@@ -9,7 +9,7 @@
             width. Upper bounds: a figure above one is a measurement bug and gets flagged.
             A bound below what was measured means the attribute is wrong for this GPU (seen
             with some HBM parts), so it is dropped rather than flagging correct results.
-  cache_flushed  every timed GPU call starts with a flushed L2, so no "in cache" marks.
+  cache_flushed  every timed GPU call starts with a flushed L2, so no "cache-assisted" marks.
 """
 from __future__ import annotations
 

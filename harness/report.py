@@ -165,9 +165,21 @@ def _md_time(s):
     return fmt_time(s).replace("µs", "µs")
 
 
-def markdown_summary(doc: dict) -> str:
+def pretty_shape(shape: str) -> str:
+    """16777216 -> 16M (2^24); other shapes as they are."""
+    if shape.isdigit() and int(shape) >= 1 << 20 and int(shape) % (1 << 20) == 0:
+        n = int(shape)
+        return f"{n >> 20}M" + (f" (2^{n.bit_length() - 1})" if n & (n - 1) == 0 else "")
+    return shape
+
+
+def markdown_summary(doc: dict, sizes_per_primitive: int = 3) -> str:
     """A markdown digest of a run (written as summary.md beside results.json; the README
-    quotes it verbatim, and a test checks that the quote matches the file)."""
+    quotes it verbatim, and a test checks that the quote matches the file).
+
+    Per primitive: every backend/variant's throughput at the largest few sizes NumPy was
+    timed at, with its speedup over NumPy at that size, and its % of the measured peak at
+    the largest size; then the classic speedup over pure Python where Python was timed."""
     env, rows = doc["env"], doc["results"]
     lines = [f"Machine: **{env.get('machine')}** — {env.get('cpu_model')}, {env.get('cpu_cores')} cores"
              + (f", {env['gpu']} (driver {env.get('nvidia_driver')}, NVRTC {env.get('nvrtc')})" if env.get("gpu") else "")
@@ -185,29 +197,42 @@ def markdown_summary(doc: dict) -> str:
         if not prim or not timed:
             continue
         unit = "GFLOP/s" if prim.bound == "compute" else "GB/s"
-        compiled = [r for r in timed if r["backend"] != "python"]
-        size = max(r["size"] for r in (compiled or timed))
-        at = sorted((r for r in timed if r["size"] == size), key=lambda r: r["median_s"])
-        lines.append(f"**{prim_name}** at {at[0]['shape']} (fastest first):")
-        lines.append("")
-        lines.append(f"| backend / variant | median | {unit} | % of peak | vs NumPy |")
-        lines.append("|---|---:|---:|---:|---:|")
-        for r in at:
+        baseline = [r for r in timed if r["backend"] == "numpy"] or [r for r in timed if r["backend"] != "python"] or timed
+        sizes = sorted({r["size"] for r in baseline})[-sizes_per_primitive:]
+        shapes = {r["size"]: pretty_shape(r["shape"]) for r in timed}
+        variants = list(dict.fromkeys((r["backend"], r["variant"]) for r in timed if r["size"] in sizes))
+        largest = sizes[-1]
+        by = {(r["backend"], r["variant"], r["size"]): r for r in timed}
+
+        def cell(r):
             thr = r["gflops"] if prim.bound == "compute" else r["gbps"]
-            pct = f"{r['pct_of_peak']:.0f} %" if r.get("pct_of_peak") is not None else "—"
-            lines.append(f"| {r['backend']} / {r['variant']} | {_md_time(r['median_s'])} | {thr:,.3g} | {pct} | "
-                         f"{fmt_x(r.get('speedup_vs_numpy'))} |")
+            x = r.get("speedup_vs_numpy")
+            return f"{thr:,.3g}" + (f" ({fmt_x(x)})" if x is not None and r["backend"] != "numpy" else "")
+
+        lines.append(f"**{prim_name}** — {unit} (× NumPy at the same size); % of peak at {shapes[largest]}:")
+        lines.append("")
+        lines.append("| backend / variant | " + " | ".join(shapes[s] for s in sizes) + " | % of peak |")
+        lines.append("|---|" + "---:|" * (len(sizes) + 1))
+        variants.sort(key=lambda bv: -(by[(*bv, largest)]["median_s"] ** -1) if (*bv, largest) in by else 0)
+        for b, v in variants:
+            cells = [cell(by[(b, v, s)]) if (b, v, s) in by else "—" for s in sizes]
+            last = by.get((b, v, largest))
+            pct = f"{last['pct_of_peak']:.0f} %" if last and last.get("pct_of_peak") is not None else "—"
+            if last and "cache-assisted" in (last.get("flags") or []):
+                pct += " (cache-assisted)"
+            name = b if v == b else f"{b} / {v}"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {pct} |")
         py = [r for r in timed if r["backend"] == "python"]
         if py:
             py_size = max(r["size"] for r in py)
             here = [r for r in timed if r["size"] == py_size and r.get("speedup_vs_python")]
             best = max(here, key=lambda r: r["speedup_vs_python"])
             lines.append("")
-            lines.append(f"Pure Python was timed up to {here[0]['shape']}; there the fastest implementation "
-                         f"({best['backend']} / {best['variant']}) is {fmt_x(best['speedup_vs_python'])} faster "
-                         f"than the fastest Python variant.")
+            best_name = best["backend"] if best["variant"] == best["backend"] else f"{best['backend']} / {best['variant']}"
+            lines.append(f"Pure Python was timed up to {shapes[py_size]}; there {best_name} "
+                         f"is {fmt_x(best['speedup_vs_python'])} faster than the fastest Python variant.")
         lines.append("")
     n = {s: sum(r["status"] == s for r in rows) for s in ("pass", "fail", "error", "skip")}
     lines.append(f"All rows: {n['pass']} pass, {n['fail']} fail, {n['error']} error, {n['skip']} skip "
-                 f"(skips: time budget or unavailable backend, each with its reason in results.json).")
+                 f"(a skip is the time budget or an unavailable backend; each row has its reason in results.json).")
     return "\n".join(lines) + "\n"
