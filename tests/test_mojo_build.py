@@ -125,7 +125,12 @@ def test_a_damaged_cached_build_is_rebuilt(toolchain, sources, tmp_path):
     """In another process: this one keeps every extension it loaded, by path."""
     cache = tmp_path / "cache"
     first = mojo_build.build_module(sources / "relu.mojo", toolchain, cache)
-    first.path.write_bytes(b"not a shared library")       # e.g. cut short by a full disk
+    # Damage it as a new file (e.g. cut short by a full disk) swapped in by rename: this
+    # process has the old .so mapped, and overwriting a mapped file in place would crash it
+    # with SIGBUS when the library's code or exit handlers next touch the truncated pages.
+    damaged = first.path.with_name(first.path.name + ".damaged")
+    damaged.write_bytes(b"not a shared library")
+    os.replace(damaged, first.path)
     script = ("import sys; from pathlib import Path; from harness import mojo_build as b; "
               "r = b.build_module(Path(sys.argv[1]), b.find_toolchain(), Path(sys.argv[2])); "
               "print(r.cached, r.path.name, int(r.module.simd_width()))")
