@@ -255,6 +255,12 @@ class DeviceBuffer:
             check(driver().cuMemcpyDtoH(host.ctypes.data, self.ptr, host.nbytes), "cuMemcpyDtoH")
         return host
 
+    def fill_nan(self) -> None:
+        """Every float32 of the buffer = NaN (0x7FC00000), synchronously."""
+        with self.ctx:
+            check(driver().cuMemsetD32Async(self.ptr, 0x7FC00000, self.nbytes // 4, 0), "cuMemsetD32Async")
+            self.ctx.synchronize()
+
     def free(self) -> None:
         if self.ptr and self.ctx.alive:
             try:

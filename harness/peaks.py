@@ -106,6 +106,19 @@ def measure_cpu(quick: bool = False) -> dict:
 CACHE_ASSISTED = 4.0    # working sets up to 4x the last-level cache still get a share of cache hits
 
 
+def merge(start: dict, end: dict) -> dict:
+    """Peaks measured at the start and at the end of a run: keep the better of each, and
+    both readings, so drift on a shared machine is visible in the results."""
+    out = dict(start)
+    for key in ("gflops", "gbps"):
+        readings = [p[key] for p in (start, end) if p.get(key)]
+        if readings:
+            out[key] = max(readings)
+            out[f"{key}_readings"] = readings
+            out[f"{key}_source"] = start[f"{key}_source"] + " (best of the start and end of the run)"
+    return out
+
+
 def pct_and_flags(row: dict, peaks: dict | None, bound: str, in_cache_factor: float = CACHE_ASSISTED) -> tuple[float | None, list[str]]:
     """% of the relevant peak for a row (from its median), and any flags about it.
 

@@ -145,8 +145,12 @@ class Runner:
             self.peaks["cpu"] = peaks_mod.measure_cpu(quick=self.cfg.quick)
             for pname in self.cfg.primitives:
                 self._run_primitive(catalogue.get(pname), [p for p in plan if p[0].name == pname])
+            # A shared machine's bandwidth drifts: measure again at the end and keep the
+            # better figure as the peak (both are recorded).
+            self.peaks["cpu"] = peaks_mod.merge(self.peaks["cpu"], peaks_mod.measure_cpu(quick=self.cfg.quick))
         finally:
             self.progress.stop()
+        annotate_peaks(self.rows, self.peaks)
         compute_speedups(self.rows)
         return self.rows
 
@@ -303,6 +307,9 @@ class Runner:
             if e2e is not None:
                 row.update(e2e_median_s=e2e.median_s, e2e_p25_s=e2e.p25_s, e2e_p75_s=e2e.p75_s,
                            transfer=bound.transfer)
+            # One more call into a NaN-poisoned output, so that it has to be written again.
+            bound.poison()
+            bound.call()
             after_out = bound.result()
             # Bit-identical to the output verified above: the same verdict holds. Otherwise
             # (a non-deterministic kernel, or one that went wrong) verify it in full.
@@ -317,10 +324,6 @@ class Runner:
             row["status"] = "pass"
             row["gflops"] = row["flops"] / stats.median_s / 1e9
             row["gbps"] = row["bytes"] / stats.median_s / 1e9
-            pct, flags = peaks_mod.pct_and_flags(row, self.peaks.get(e.backend.device), prim.bound)
-            row["pct_of_peak"] = pct
-            row["peak_kind"] = ("GFLOP/s" if prim.bound == "compute" else "GB/s") if pct is not None else None
-            row["flags"] = flags
         except InputError as ex:
             row.update(status="error", reason=str(ex))
         except Exception as ex:
@@ -341,6 +344,18 @@ def _end_to_end(bound, timing: TimingConfig) -> Stats | None:
         return None
     samples = [first] + [bound.time_end_to_end() for _ in range(max(timing.min_samples, 5) - 1)]
     return Stats.of(samples)
+
+
+def annotate_peaks(rows: list[dict], peaks: dict[str, dict]) -> None:
+    """% of peak and sanity flags for every passing timed row, once the peaks are final."""
+    for r in rows:
+        if r["phase"] != "timed" or r["status"] != "pass" or not r["median_s"]:
+            continue
+        prim = catalogue.PRIMITIVES[r["primitive"]]
+        pct, flags = peaks_mod.pct_and_flags(r, peaks.get(r["device"]), prim.bound)
+        r["pct_of_peak"] = pct
+        r["peak_kind"] = ("GFLOP/s" if prim.bound == "compute" else "GB/s") if pct is not None else None
+        r["flags"] = flags
 
 
 def compute_speedups(rows: list[dict]) -> None:

@@ -1,7 +1,7 @@
 """% of peak and the sanity flags."""
 import pytest
 
-from harness.peaks import NOISE, cpu_physical_gflops, pct_and_flags
+from harness.peaks import NOISE, cpu_physical_gflops, merge, pct_and_flags
 
 CPU = {"gflops": 100.0, "gbps": 20.0, "gflops_physical": 400.0, "cache_bytes": 32 << 20}
 GPU = {"gflops": 50_000.0, "gbps": 4000.0, "gbps_physical": 4800.0, "cache_flushed": True, "cache_bytes": 50 << 20}
@@ -57,3 +57,11 @@ def test_no_peaks_no_percent():
 def test_physical_flop_bound_is_positive_where_known():
     v = cpu_physical_gflops()
     assert v is None or v > 0
+
+
+def test_peaks_measured_twice_keep_the_best_and_both_readings():
+    start = {"gflops": 100.0, "gflops_source": "a", "gbps": 30.0, "gbps_source": "b", "cache_bytes": 1}
+    end = {"gflops": 90.0, "gflops_source": "a", "gbps": 36.0, "gbps_source": "b", "cache_bytes": 1}
+    m = merge(start, end)
+    assert m["gflops"] == 100.0 and m["gbps"] == 36.0
+    assert m["gbps_readings"] == [30.0, 36.0] and "start and end" in m["gbps_source"]

@@ -102,3 +102,10 @@ def test_python_and_numpy_run_and_verify_end_to_end():
     numpy_rows = [r for r in timed if r["backend"] == "numpy"]
     assert all(r["speedup_vs_python"] and r["speedup_vs_numpy"] == pytest.approx(1.0) for r in numpy_rows)
     assert all(r["status"] == "pass" for r in rows if r["phase"] == "check")
+
+
+def test_a_kernel_that_stops_working_after_the_first_call_is_caught(register):
+    register(lazy="tests.fakes:LazyBackend")
+    rows = _run(["lazy"], prims=("add",), checks=False)
+    (row,) = _timed(rows, "lazy")
+    assert row["status"] == "fail" and "wrong after timing" in row["reason"] and "non-finite" in row["reason"]

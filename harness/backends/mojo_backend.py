@@ -45,6 +45,9 @@ class MojoBound(Bound):
     def result(self) -> np.ndarray:
         return self._out
 
+    def poison(self) -> None:
+        self._out.fill(np.nan)
+
 
 class MojoKernel(Kernel):
     def __init__(self, prim: catalogue.Primitive, fn, compile_s: float, cached: bool):
