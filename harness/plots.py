@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from . import catalogue  # noqa: E402
+from .report import fmt_x  # noqa: E402
 
 BACKEND_COLORS = {"python": "#d4a017", "numpy": "#4d77cf", "cuda": "#76b900", "mojo": "#ff6d00",
                   "mojo-gpu": "#c2185b", "cupy": "#1b5e20", "torch": "#8e24aa"}
@@ -28,6 +29,13 @@ FALLBACK = ["#6a1b9a", "#00838f", "#f9a825", "#5d4037"]
 
 def color(backend: str, i: int = 0) -> str:
     return BACKEND_COLORS.get(backend, FALLBACK[i % len(FALLBACK)])
+
+
+def shade(base: str, i: int, n: int) -> tuple:
+    """Variant i of n of one backend: base colour mixed with white, 45 % ... 100 % strength."""
+    from matplotlib.colors import to_rgb
+    t = 1.0 if n <= 1 else 0.45 + 0.55 * i / (n - 1)
+    return tuple(1 - t * (1 - c) for c in to_rgb(base))
 
 
 def _subtitle(env: dict) -> str:
@@ -71,7 +79,7 @@ def _bars(ax, rows, key, title):
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("speedup (×, log scale; >1 is faster)")
     for i, v in enumerate(vals):
-        ax.text(v, i, f" {v:,.3g}×", va="center", fontsize=7)
+        ax.text(v, i, " " + fmt_x(v), va="center", fontsize=7)
     ax.margins(x=0.25)
 
 
@@ -101,6 +109,14 @@ def speedup_chart(doc, prim, out_dir) -> list[Path]:
     return _save(fig, out_dir, f"speedup_{prim}")
 
 
+def _compact(v: float) -> str:
+    """Axis labels that fit: 1024 -> 1K, 16777216 -> 16M (binary units, as the sizes are powers of 2)."""
+    for unit, scale in (("M", 1 << 20), ("K", 1 << 10)):
+        if v >= scale and v % scale == 0:
+            return f"{v / scale:g}{unit}"
+    return f"{v:g}"
+
+
 def throughput_chart(doc, prim, out_dir) -> list[Path]:
     p = catalogue.PRIMITIVES[prim]
     rows = _passing_timed(doc["results"], prim)
@@ -113,7 +129,11 @@ def throughput_chart(doc, prim, out_dir) -> list[Path]:
         lines[(r["backend"], r["variant"])].append(r)
     fig, ax = plt.subplots(figsize=(8, 5))
     styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
     per_backend = defaultdict(int)
+    n_variants = defaultdict(int)
+    for backend, _ in lines:
+        n_variants[backend] += 1
     for (backend, variant), rs in lines.items():
         rs.sort(key=lambda r: r["size"])
         x = [r["size"] for r in rs]
@@ -121,19 +141,25 @@ def throughput_chart(doc, prim, out_dir) -> list[Path]:
         y = [w / r["median_s"] / 1e9 for w, r in zip(work, rs)]
         lo = [w / r["p75_s"] / 1e9 for w, r in zip(work, rs)]
         hi = [w / r["p25_s"] / 1e9 for w, r in zip(work, rs)]
-        style = styles[per_backend[backend] % len(styles)]
+        i = per_backend[backend]
         per_backend[backend] += 1
-        c = color(backend)
-        ax.plot(x, y, style, marker="o", ms=3, color=c, label=_label(rs[0]))
+        # A backend's variants share its colour, from light (naive) to full (last step of
+        # the ladder), so the lesson order reads off the chart.
+        c = shade(color(backend), i, n_variants[backend])
+        ax.plot(x, y, styles[i % len(styles)], marker=markers[i % len(markers)], ms=3.5, color=c,
+                label=_label(rs[0]))
         ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
-    for dev, pk in (doc.get("peaks") or {}).items():
-        val = pk.get("gflops" if key == "gflops" else "gbps") if pk else None
-        if val:
-            ax.axhline(val, color="gray", ls="--", lw=0.8)
-            ax.text(ax.get_xlim()[0], val, f" {dev} measured peak {val:,.0f}", fontsize=7, va="bottom", color="gray")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v):,}" if v >= 1 else f"{v:g}"))
+    devices = {r["device"] for r in rows}
+    for dev, pk in (doc.get("peaks") or {}).items():
+        val = pk.get("gflops" if key == "gflops" else "gbps") if pk else None
+        if val and dev in devices:
+            ax.axhline(val, color="gray", ls="--", lw=0.8)
+            # x in axes fraction, y in data: the label sits at the left end of its line.
+            ax.text(0.01, val, f"{dev} measured peak {val:,.0f}", transform=ax.get_yaxis_transform(),
+                    fontsize=7, va="bottom", color="gray")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
     dim = "n (elements)" if p.dim_names == ("n",) else ("n (rows = cols = n)" if len(p.dim_names) == 2
                                                           else "n (M = N = K = n)")
     ax.set_xlabel(dim)

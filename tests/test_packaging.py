@@ -64,3 +64,16 @@ def test_no_machine_paths_in_tracked_text_files():
             if pat in text and f != "tests/test_packaging.py":
                 bad.append(f"{f}: {pat}")
     assert not bad, bad
+
+
+def test_readme_quotes_the_committed_results_verbatim():
+    """Figures in the README come from a run: each results block is the summary.md the
+    harness wrote for that machine, unedited, and the charts it shows exist."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- summary: (\S+) -->\n(.*?)<!-- /summary -->", readme, flags=re.S)
+    assert blocks, "the README quotes no results"
+    for path, text in blocks:
+        assert (ROOT / path).read_text() == text, f"README block differs from {path}: rerun and paste it again"
+        assert (ROOT / path).with_name("results.json").exists()
+    for image in re.findall(r"!\[[^\]]*\]\((results/[^)]+)\)", readme):
+        assert (ROOT / image).exists(), image
