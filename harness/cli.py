@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -105,8 +106,8 @@ def cmd_list(args) -> int:
         t.add_column(p)
     for b in backends.all_backends():
         a = b.availability()
-        status = "[green]available[/]" if a.ok else f"[yellow]unavailable[/]: {a.reason}"
-        t.add_row(b.name, status, *("\n".join(_variants_safe(b, p)) or "—" for p in catalogue.PRIMITIVES))
+        status = "[green]available[/]" if a.ok else f"[yellow]unavailable[/]: {escape(a.reason)}"
+        t.add_row(b.name, status, *(escape("\n".join(_variants_safe(b, p))) or "—" for p in catalogue.PRIMITIVES))
     console.print(t)
     return 0
 
@@ -124,8 +125,8 @@ def cmd_doctor(args) -> int:
         t.add_column(c)
     for b in backends.all_backends():
         a = b.availability()
-        t.add_row(b.name, "[green]yes[/]" if a.ok else "[red]no[/]", a.detail if a.ok else a.reason,
-                  "" if a.ok else a.hint)
+        t.add_row(b.name, "[green]yes[/]" if a.ok else "[red]no[/]", escape(a.detail if a.ok else a.reason),
+                  "" if a.ok else escape(a.hint))
     console.print(t)
     env = fingerprint()
     console.print(f"machine: {env['machine']} — {env['cpu_model']}, {env['cpu_cores']} cores, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -58,6 +59,9 @@ def primitive_table(prim_name: str, rows: list[dict], machine: str = "") -> tupl
     has_e2e = any(r.get("e2e_median_s") for r in shown)
     has_compile = any(r.get("compile_s") is not None for r in shown)
     unit = "GFLOP/s" if prim.bound == "compute" else "GB/s"
+    if not shown:
+        return None, skip_notes([r for r in timed if r["status"] == "skip"]) + check_notes(
+            [r for r in rows if r["primitive"] == prim_name and r["phase"] == "check"])
     t = Table(title=f"{prim_name} — {prim.summary}", title_justify="left", caption_justify="left",
               caption=(f"{machine}  ·  median (IQR) after warm-up; throughput in {unit} of minimum traffic"
                        if prim.bound == "memory" else f"{machine}  ·  median (IQR) after warm-up"),
@@ -112,7 +116,7 @@ def skip_notes(skips: list[dict]) -> list[str]:
         name = f"{backend}/{variant}" if variant else backend
         sizes = [s for s in shapes if s]
         where = f" at {', '.join(sizes)}" if sizes else ""
-        notes.append(f"[yellow]skipped[/] {name}{where}: {reason}")
+        notes.append(f"[yellow]skipped[/] {escape(name)}{escape(where)}: {escape(reason)}")
     return notes
 
 
@@ -131,7 +135,7 @@ def check_notes(checks: list[dict]) -> list[str]:
         else:
             notes.append(f"[bold red]checks[/] {backend}/{variant}: {len(rs) - len(bad)}/{len(rs)} pass")
             for r in bad[:5]:
-                notes.append(f"    [red]{r['status']}[/] {r['shape']} {r['distribution']}: {r['reason']}")
+                notes.append(f"    [red]{r['status']}[/] {r['shape']} {r['distribution']}: {escape(r['reason'] or '')}")
             if len(bad) > 5:
                 notes.append(f"    … and {len(bad) - 5} more")
     return notes
@@ -143,7 +147,10 @@ def print_report(rows: list[dict], env: dict, peaks: dict, console: Console | No
     for p in _order(rows, "primitive"):
         table, notes = primitive_table(p, rows, machine)
         console.print()
-        console.print(table)
+        if table is None:
+            console.print(f"[bold]{p}[/]: nothing timed", highlight=False)
+        else:
+            console.print(table)
         for n in notes:
             console.print("  " + n, highlight=False)
     console.print()

@@ -104,7 +104,8 @@ class _LibraryBackend(Backend):
     def _probe(self) -> Availability:
         probe = cd.probe()                             # the driver first: never import into a hang
         if not probe.ok:
-            return Availability(False, reason=probe.reason, hint=probe.hint)
+            return Availability(False, reason=probe.reason,
+                                hint=f"{self.name} is a GPU baseline: it runs where an NVIDIA GPU and driver are")
         try:
             self._lib = self._import()
         except Exception as e:                          # ImportError, or a broken CUDA build
