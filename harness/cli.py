@@ -296,5 +296,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted: results of this run were not written", highlight=False)
         return 130
+    except Exception as e:                   # a bug or an environment problem: one line, details on -v
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            err_console.print_exception()
+        first = (str(e).strip().splitlines() or [""])[0]
+        err_console.print(f"[bold red]error:[/] {escape(type(e).__name__)}: {escape(first)} "
+                          f"(run with -v for the traceback)", highlight=False, soft_wrap=True)
+        return 1
     except BrokenPipeError:
         os._exit(0)

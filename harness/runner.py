@@ -26,6 +26,7 @@ import numpy as np
 from . import backends as backend_registry
 from . import catalogue, peaks as peaks_mod
 from .api import validate_inputs
+from .backends.base import Availability
 from .errors import InputError
 from .results import new_row
 from .timing import Stats, TimingConfig, measure, perf_clock_ns
@@ -123,7 +124,11 @@ class Runner:
             for bname in self.cfg.backends:
                 b = backend_registry.get(bname)
                 avail = b.availability()
-                variants = b.variants(pname) if avail.ok else []
+                try:
+                    variants = b.variants(pname) if avail.ok else []
+                except Exception as e:
+                    avail = Availability(False, reason=f"cannot list its {pname} variants: {one_line(e)}")
+                    variants = []
                 if self.cfg.variants:
                     variants = [v for v in variants if v in self.cfg.variants]
                 plan.append((prim, b, avail, variants))

@@ -20,9 +20,9 @@
 #               (M, N not multiples of the tile, any K) are zero-padded in the packed
 #               copies and clipped when C is written.
 #
-# What to expect (2-core Zen 4 VM, 1024^3): naive ~2 GFLOP/s, reordered ~6 (the memory
-# order is fixed, but Mojo does not vectorize the loop by itself), vectorized ~33,
-# parallel ~64, tiled ~200, level with OpenBLAS. Up to `parallel` every FMA still
+# What to expect (results/amd-epyc-2core, a 2-core Zen 4 VM, 512^3-2048^3): naive ~1
+# GFLOP/s, reordered ~6.6 (the memory order is fixed, but Mojo does not vectorize the
+# loop by itself), vectorized 16-39, parallel 43-53, tiled 200-213, level with OpenBLAS. Up to `parallel` every FMA still
 # loads a float of B and loads and stores a float of C; the tiled micro-kernel does
 # MR * NV FMAs per NV + MR loads and no stores, on packed panels read contiguously:
 # that is the step from tens of GFLOP/s to BLAS speed.

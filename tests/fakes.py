@@ -78,6 +78,14 @@ class DriftBackend(FakeBackend):
         return K()
 
 
+class ProbeCrashBackend(FakeBackend):
+    """Its availability check itself raises (a broken driver, a half-installed package)."""
+    name = "probecrash"
+
+    def availability(self):
+        raise OSError("libsomething.so: cannot open shared object file\nsecond line")
+
+
 class UnavailableBackend(FakeBackend):
     name = "gone"
 

@@ -86,3 +86,20 @@ def test_show_puts_the_languages_side_by_side(capsys):
     assert code == 0
     assert "def softmax_online" in out and "python_impl/softmax.py" in out
     assert "cuda_impl/softmax.cu" in out and "mojo_impl/softmax.mojo" in out
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(capsys, monkeypatch):
+    import harness.cli as cli
+
+    def boom(args):
+        raise RuntimeError("disk on fire\nmore detail")
+    monkeypatch.setattr(cli, "cmd_list", boom)
+    code, _, err = _run(capsys, "list")
+    assert code == 1 and "RuntimeError: disk on fire" in err and "-v" in err
+    assert "Traceback" not in err and "more detail" not in err
+
+
+def test_doctor_survives_a_probe_that_raises(capsys, register):
+    register(probecrash="tests.fakes:ProbeCrashBackend")
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 0 and "availability check failed" in " ".join(out.split())

@@ -21,13 +21,9 @@ from mojo_impl import VARIANTS
 pytestmark = pytest.mark.mojo
 
 
-@pytest.fixture(scope="module")
-def backend():
-    b = MojoBackend()
-    avail = b.availability()
-    if not avail.ok:
-        pytest.skip(f"Mojo is not available: {avail.reason} (to install: {avail.hint})")
-    return b
+@pytest.fixture
+def backend(mojo_backend):
+    return mojo_backend
 
 
 def never_called(*args):

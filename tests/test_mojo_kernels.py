@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from harness import catalogue
-from harness.backends.mojo_backend import MojoBackend
 from harness.verify import verify
 from mojo_impl import VARIANTS
 
@@ -30,13 +29,9 @@ MID_DIMS = {
 CASES = [(p, v) for p, variants in VARIANTS.items() for v in variants]
 
 
-@pytest.fixture(scope="module")
-def backend():
-    b = MojoBackend()
-    avail = b.availability()
-    if not avail.ok:
-        pytest.skip(f"Mojo is not available: {avail.reason} (to install: {avail.hint})")
-    return b
+@pytest.fixture
+def backend(mojo_backend):
+    return mojo_backend
 
 
 @pytest.mark.parametrize("primitive,variant", CASES, ids=[f"{p}-{v}" for p, v in CASES])

@@ -54,9 +54,16 @@ def test_no_peaks_no_percent():
     assert pct_and_flags(row(median_s=None), CPU, "memory") == (None, [])
 
 
-def test_physical_flop_bound_is_positive_where_known():
-    v = cpu_physical_gflops()
-    assert v is None or v > 0
+def test_physical_flop_bound_is_cores_times_clock_times_simd(monkeypatch):
+    import harness.peaks as peaks
+    monkeypatch.setattr(peaks, "cpu_max_hz", lambda: 3.0e9)
+    monkeypatch.setattr(peaks.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(peaks, "cpu_flags", lambda: {"avx2", "fma"})
+    assert cpu_physical_gflops() == pytest.approx(2 * 3.0 * 32)
+    monkeypatch.setattr(peaks, "cpu_flags", lambda: {"avx512f", "avx2", "fma"})
+    assert cpu_physical_gflops() == pytest.approx(2 * 3.0 * 64)
+    monkeypatch.setattr(peaks, "cpu_max_hz", lambda: None)
+    assert cpu_physical_gflops() is None
 
 
 def test_peaks_measured_twice_keep_the_best_and_both_readings():

@@ -109,3 +109,12 @@ def test_a_kernel_that_stops_working_after_the_first_call_is_caught(register):
     rows = _run(["lazy"], prims=("add",), checks=False)
     (row,) = _timed(rows, "lazy")
     assert row["status"] == "fail" and "wrong after timing" in row["reason"] and "non-finite" in row["reason"]
+
+
+def test_an_availability_check_that_raises_makes_the_backend_unavailable_with_why(register):
+    register(probecrash="tests.fakes:ProbeCrashBackend")
+    rows = _run(["probecrash", "numpy"], prims=("add",))
+    (row,) = _timed(rows, "probecrash")
+    assert row["status"] == "skip" and "availability check failed: OSError: libsomething.so" in row["reason"]
+    assert "second line" not in row["reason"]
+    assert all(r["status"] == "pass" for r in _timed(rows, "numpy"))

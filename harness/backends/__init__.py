@@ -39,6 +39,22 @@ class _Broken(Backend):
         raise RuntimeError(self._error)
 
 
+def _guard_availability(backend: Backend) -> Backend:
+    """A probe that raises (a broken driver, a half-installed package) makes its backend
+    unavailable with that reason, in one place, instead of taking `list`, `doctor`, `run`
+    and the Python API down with a traceback."""
+    probe = backend.availability
+
+    def availability() -> Availability:
+        try:
+            return probe()
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            return Availability(False, reason=f"availability check failed: {type(e).__name__}: {first}")
+    backend.availability = availability
+    return backend
+
+
 def get(name: str) -> Backend:
     if name not in REGISTRY:
         raise UsageError(f"unknown backend {name!r}; valid: {', '.join(REGISTRY)}")
@@ -46,7 +62,7 @@ def get(name: str) -> Backend:
         mod_name, cls_name = REGISTRY[name].split(":")
         try:
             cls = getattr(importlib.import_module(mod_name), cls_name)
-            _instances[name] = cls()
+            _instances[name] = _guard_availability(cls())
         except Exception as e:                      # an optional dependency broke on import
             _instances[name] = _Broken(name, f"{type(e).__name__}: {e}")
     return _instances[name]
