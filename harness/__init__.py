@@ -8,4 +8,4 @@ from .api import compute, validate_inputs
 from .errors import InputError, UsageError
 
 __all__ = ["compute", "validate_inputs", "InputError", "UsageError"]
-SCHEMA_VERSION = 1
+

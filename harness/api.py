@@ -3,82 +3,53 @@
     >>> import numpy as np, harness
     >>> x = np.random.rand(4, 8).astype(np.float32)
     >>> y = harness.compute("softmax", x=x, backend="numpy")
+    >>> out = harness.compute("layernorm", x=x, gamma=g, beta=b, eps=1e-6)   # scalars by name
 
-Every input is checked in Python before a backend sees it — dtype, dimensions,
-C-contiguity, matching shapes, non-empty, finite — and a problem raises InputError
-with one line that names the input and what is wrong. This matters most for the
-compiled backends: they receive raw addresses, and a float64 array read as float32
-is silent garbage, a short array is a read past the end of a buffer.
+Every input is checked in Python before a backend sees it (dtype, dimensions,
+C-contiguity, matching shapes, non-empty, finite), and a problem raises InputError with
+one line that names the input and what is wrong. This matters most for the compiled
+backends: they receive raw addresses, and a float64 array read as float32 is silent
+garbage, a short array is a read past the end of a buffer.
+
+One output comes back as an array; several come back as a dict by name.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import backends, catalogue
+from . import backends
+from .core import catalogue
+from .core.declaration import Primitive
 from .errors import InputError
 
 
-def validate_inputs(prim: catalogue.Primitive, arrays: dict) -> tuple[int, ...]:
-    """Check user arrays against the primitive's contract; return its dims."""
-    example = prim.input_shapes(tuple(1 for _ in prim.dim_names))
-    expected = list(example)
-    if list(arrays) != expected and sorted(arrays) != sorted(expected):
-        missing = [n for n in expected if n not in arrays]
-        extra = [n for n in arrays if n not in expected]
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra)}")
-        raise InputError(f"{prim.name}: takes inputs ({', '.join(expected)}); {'; '.join(parts)}")
-    for name in expected:
-        a = arrays[name]
-        if not isinstance(a, np.ndarray):
-            raise InputError(f"{prim.name}: input {name!r} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32:
-            raise InputError(f"{prim.name}: input {name!r} must be float32, got {a.dtype}")
-        if a.ndim != len(example[name]):
-            raise InputError(f"{prim.name}: input {name!r} must be {len(example[name])}-D, "
-                             f"got shape {a.shape}")
-        if a.size == 0:
-            raise InputError(f"{prim.name}: input {name!r} is empty (shape {a.shape})")
-        if not a.flags.c_contiguous:
-            raise InputError(f"{prim.name}: input {name!r} must be C-contiguous "
-                             f"(use np.ascontiguousarray)")
-    dims = prim.dims_from_inputs({n: arrays[n] for n in expected})
-    shapes = prim.input_shapes(dims)
-    for name in expected:
-        if tuple(arrays[name].shape) != tuple(shapes[name]):
-            want = ", ".join(f"{n}{tuple(s)}" for n, s in shapes.items())
-            got = ", ".join(f"{n}{tuple(arrays[n].shape)}" for n in expected)
-            raise InputError(f"{prim.name}: shapes do not match: got {got}; expected {want}")
-    for name in expected:
-        a = arrays[name]
-        if not np.isfinite(a).all():
-            bad = np.argwhere(~np.isfinite(a))[0]
-            raise InputError(f"{prim.name}: input {name!r} has a non-finite value "
-                             f"({a[tuple(bad)]}) at index {list(map(int, bad))}")
-    return dims
+def validate_inputs(prim: Primitive, arrays: dict) -> tuple[int, ...]:
+    """Check user arrays against the primitive's declaration; return its dims."""
+    return prim.validate(arrays)
 
 
-def compute(primitive: str, backend: str = "numpy", variant: str | None = None, **inputs) -> np.ndarray:
-    """Run one primitive on validated float32 inputs and return the float32 output."""
+def compute(primitive: str, backend: str = "numpy", variant: str | None = None, **arguments):
+    """Run one primitive on validated inputs (tensors and scalars, by name)."""
     prim = catalogue.get(primitive)
-    validate_inputs(prim, inputs)
+    scalar_names = {s.name for s in prim.scalars}
+    arrays = {k: v for k, v in arguments.items() if k not in scalar_names}
+    scalars = prim.scalar_values({k: v for k, v in arguments.items() if k in scalar_names})
+    prim.validate(arrays)
     b = backends.get(backend)
     avail = b.availability()
     if not avail.ok:
         raise InputError(f"backend {backend!r} is not available here: {avail.reason}")
     names = b.variants(primitive)
     if not names:
-        raise InputError(f"backend {backend!r} has no implementation of {primitive}")
+        raise InputError(f"backend {backend!r} has no implementation of {primitive} yet")
     if variant is None:
         variant = names[-1]
     elif variant not in names:
         raise InputError(f"{backend} has no variant {variant!r} of {primitive}; valid: {', '.join(names)}")
-    bound = b.prepare(primitive, variant).bind({n: inputs[n] for n in prim.input_shapes(
-        prim.dims_from_inputs(inputs))})
+    bound = b.prepare(primitive, variant).bind(arrays, scalars)
     try:
-        return bound.run()
+        outs = bound.run()
     finally:
         bound.close()
+    outs = {k: np.array(v, copy=True) for k, v in outs.items()}
+    return next(iter(outs.values())) if len(outs) == 1 else outs

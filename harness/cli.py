@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import backends, catalogue
+from . import backends
+from .core import catalogue
 from .env import REPO, fingerprint, machine_name
 from .errors import InputError, UsageError
 
@@ -93,10 +94,14 @@ def writable_dir(path: Path) -> Path:
 
 def cmd_list(args) -> int:
     t = Table(title="primitives", title_justify="left")
-    for c in ("primitive", "what", "dims", "distributions", "ladder"):
+    for c in ("primitive", "what", "tensors", "scalars", "distributions", "ladder"):
         t.add_column(c)
     for p in catalogue.PRIMITIVES.values():
-        t.add_row(p.name, p.summary, "×".join(p.dim_names), ", ".join(p.distributions),
+        tensors = "\n".join(f"{tn.role} {tn.name}({', '.join(map(str, tn.shape))})"
+                             + ("" if tn.dtype == "float32" else f" {tn.dtype}") for tn in p.tensors)
+        scalars = "\n".join(f"{sc.name}: {sc.dtype} = {sc.default:g}" for sc in p.scalars) or "—"
+        dists = ", ".join(p.distributions) + (f"\nstress: {', '.join(p.stress)}" if p.stress else "")
+        t.add_row(p.name, p.summary, escape(tensors), scalars, dists,
                   f"{p.ladder[0]} … {p.ladder[-1]} ({len(p.ladder)} sizes)")
     console.print(t)
     t = Table(title="backends and variants (naive first)", title_justify="left")
@@ -109,6 +114,7 @@ def cmd_list(args) -> int:
         status = "[green]available[/]" if a.ok else f"[yellow]unavailable[/]: {escape(a.reason)}"
         t.add_row(b.name, status, *(escape("\n".join(_variants_safe(b, p))) or "—" for p in catalogue.PRIMITIVES))
     console.print(t)
+    console.print("[dim]— : no implementation yet[/]")
     return 0
 
 
@@ -135,20 +141,21 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .show import show
-    show(args.primitive, console)
+    from .output.show import show
+    show(args.primitive, console, results_path=args.results)
     return 0
 
 
 def cmd_plot(args) -> int:
-    from . import plots, results
+    from .core import results
+    from .output import plots
     doc = results.load(args.results)
     out = writable_dir(Path(args.out) if args.out else Path(args.results).parent / "charts")
     paths = plots.all_charts(doc, out)
     console.print(f"wrote {len(paths)} chart files to {out}")
     if args.summary:
-        from . import report
-        console.print(report.markdown_summary(doc), markup=False, highlight=False)
+        from .output.summary import markdown_summary
+        console.print(markdown_summary(doc), markup=False, highlight=False)
     return 0
 
 
@@ -160,7 +167,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate_report
+    from .core.calibrate import calibrate_report
     calibrate_report(parse_primitives(args.primitives), console)
     return 0
 
@@ -202,9 +209,11 @@ class RichProgress:
 
 
 def cmd_run(args) -> int:
-    from . import plots, report, results
-    from .runner import RunConfig, Runner, exit_status
-    from .timing import TimingConfig
+    from .core import results
+    from .core.runner import RunConfig, Runner
+    from .core.timing import TimingConfig
+    from .output import plots, report
+    from .output.summary import markdown_summary
 
     prims = parse_primitives(args.primitives)
     bnames = parse_backends(args.backends)
@@ -227,15 +236,16 @@ def cmd_run(args) -> int:
         if b.availability().ok:
             extra.update(b.environment())
     env = fingerprint(extra)
-    doc = results.make_document(env, runner.peaks, cfg.as_dict(), rows)
+    doc = results.make_document(env, runner.peaks, cfg.as_dict(), rows, floors=runner.floors,
+                                baselines=runner.baselines)
     jpath, cpath = results.write(out, doc)
-    results.atomic_write_text(out / "summary.md", report.markdown_summary(doc))
-    report.print_report(rows, env, runner.peaks, console)
+    results.atomic_write_text(out / "summary.md", markdown_summary(doc))
+    report.print_report(rows, env, runner.peaks, console, floors=runner.floors, baselines=runner.baselines)
     if not args.no_charts:
         paths = plots.all_charts(doc, out / "charts")
         console.print(f"charts: {len(paths)} files in {_rel(out / 'charts')}", highlight=False)
     console.print(f"wrote {_rel(jpath)} and {_rel(cpath)}", highlight=False)
-    return exit_status(rows)
+    return runner.exit_status()
 
 
 def _rel(p: Path) -> str:
@@ -265,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     s = sub.add_parser("show", help="one primitive's implementations side by side")
     s.add_argument("primitive")
+    s.add_argument("--results", metavar="RESULTS.json", help="also show each variant's results from this file")
     s.set_defaults(fn=cmd_show)
     pl = sub.add_parser("plot", help="draw the charts again from a results.json")
     pl.add_argument("results", metavar="RESULTS.json")

@@ -1,4 +1,4 @@
-"""layernorm: row-wise normalisation with a learned scale and shift (eps = 1e-5):
+"""layernorm: row-wise normalisation with a learned scale and shift (eps defaults to 1e-5):
 
     y[r, j] = (x[r, j] - mean_r) / sqrt(var_r + eps) * gamma[j] + beta[j]
 
@@ -16,7 +16,7 @@ import math
 EPS = 1e-5
 
 
-def layernorm_two_pass(x, gamma, beta):
+def layernorm_two_pass(x, gamma, beta, eps=EPS):
     out = []
     for row in x:
         n = len(row)
@@ -26,12 +26,12 @@ def layernorm_two_pass(x, gamma, beta):
             d = v - mean
             var += d * d
         var /= n
-        rstd = 1.0 / math.sqrt(var + EPS)
+        rstd = 1.0 / math.sqrt(var + eps)
         out.append([(v - mean) * rstd * g + b for v, g, b in zip(row, gamma, beta)])
     return out
 
 
-def layernorm_welford(x, gamma, beta):
+def layernorm_welford(x, gamma, beta, eps=EPS):
     out = []
     for row in x:
         mean = 0.0
@@ -40,9 +40,9 @@ def layernorm_welford(x, gamma, beta):
             d = v - mean
             mean += d / k
             m2 += d * (v - mean)            # uses the old AND the new mean: that is the trick
-        rstd = 1.0 / math.sqrt(m2 / len(row) + EPS)
+        rstd = 1.0 / math.sqrt(m2 / len(row) + eps)
         out.append([(v - mean) * rstd * g + b for v, g, b in zip(row, gamma, beta)])
     return out
 
 
-VARIANTS = {"two_pass": layernorm_two_pass, "welford": layernorm_welford}
+VARIANTS = [layernorm_two_pass, layernorm_welford]      # lesson order: naive first

@@ -12,12 +12,12 @@ from .base import Availability, Backend
 
 # name -> "module:Class"
 REGISTRY = {
-    "python": "harness.backends.python_backend:PythonBackend",
-    "numpy": "harness.backends.numpy_backend:NumpyBackend",
-    "cuda": "harness.backends.cuda_backend:CudaBackend",
+    "python": "harness.backends.pure_python:PythonBackend",
+    "numpy": "harness.backends.numpy_baseline:NumpyBackend",
+    "cuda": "harness.backends.cuda.backend:CudaBackend",
     "cupy": "harness.backends.peers:CupyBackend",
     "torch": "harness.backends.peers:TorchBackend",
-    "mojo": "harness.backends.mojo_backend:MojoBackend",
+    "mojo": "harness.backends.mojo.backend:MojoBackend",
 }
 
 _instances: dict[str, Backend] = {}

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .env import cpu_flags, last_level_cache_bytes
+from ..env import cpu_flags, last_level_cache_bytes
 
 
 NOISE = 1.05

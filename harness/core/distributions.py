@@ -11,6 +11,14 @@ distributions apply to which primitive is declared in the catalogue.
                  row max is subtracted; mean-based variance formulas lose all precision.
   constant_rows  every row is one repeated value: softmax must give exactly 1/cols,
                  layernorm has variance 0 and must return beta (eps keeps it finite).
+  small_spread   zero-mean rows whose spread (1e-3 ... 1e-1, log-uniform per row) puts the
+                 variance near or below layernorm's eps = 1e-5: the only rows where eps
+                 changes the answer, so a wrong eps shows here.
+  dc_offset      rows with a large offset and a small spread, both per row: offsets of
+                 +-1e3 ... 1e4, spreads of 1e-1 ... 1e-3. A float32 mean is off by an ulp of the
+                 offset (1e-3 at 1e4), which is 1-100 % of the spread: any algorithm that
+                 subtracts a float32 mean from x loses the answer; shifting by a value of
+                 the row first (exact, by Sterbenz's lemma) keeps it.
   wide           magnitudes from 1e-4 to 1e4, both signs, and exact zeros: saturation of
                  tanh in GELU, sign handling in ReLU.
   positive       U(0, 1): no cancellation in sums, a different error regime for matmul.
@@ -51,6 +59,27 @@ def constant_rows(shape, rng, **_):
     return np.repeat(values[..., None], shape[-1], axis=-1)
 
 
+def _row_shape(shape):
+    """One value per row (per element for 1-D inputs), broadcastable against `shape`."""
+    return shape[:-1] + (1,) if len(shape) > 1 else shape
+
+
+def _log_uniform(shape, rng, low, high):
+    return 10.0 ** rng.uniform(np.log10(low), np.log10(high), size=shape)
+
+
+def small_spread(shape, rng, **_):
+    spread = _log_uniform(_row_shape(shape), rng, 1e-3, 1e-1)
+    return (rng.standard_normal(shape) * spread).astype(np.float32)
+
+
+def dc_offset(shape, rng, **_):
+    rows = _row_shape(shape)
+    offset = _log_uniform(rows, rng, 1e3, 1e4) * rng.choice(np.array([-1.0, 1.0]), size=rows)
+    spread = _log_uniform(rows, rng, 1e-3, 1e-1)
+    return (offset + spread * rng.standard_normal(shape)).astype(np.float32)
+
+
 def wide(shape, rng, **_):
     mag = 10.0 ** rng.uniform(-4, 4, size=shape)
     sign = rng.choice(np.array([-1.0, 1.0]), size=shape)
@@ -68,6 +97,8 @@ GENERATORS = {
     "outliers": outliers,
     "large_offset": large_offset,
     "constant_rows": constant_rows,
+    "small_spread": small_spread,
+    "dc_offset": dc_offset,
     "wide": wide,
     "positive": positive,
 }

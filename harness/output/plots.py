@@ -7,6 +7,11 @@
                         the IQR as a band, the machine's measured peak as a dashed line.
   roofline              every primitive's best variant per backend at its largest size,
                         under the measured compute and bandwidth roofs.
+
+Figures within 2x of their backend's empty-call floor ("overhead-bound": they measure the
+call, not the kernel) are drawn hollow in the throughput charts and hatched in the bars.
+Everything is read from the results document itself (its `primitives` block), so charts
+can be redrawn from any results file, old or new.
 """
 from __future__ import annotations
 
@@ -19,7 +24,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from . import catalogue  # noqa: E402
 from .report import fmt_x  # noqa: E402
 
 BACKEND_COLORS = {"python": "#d4a017", "numpy": "#4d77cf", "cuda": "#76b900", "mojo": "#ff6d00",
@@ -58,6 +62,15 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _overhead_bound(r) -> bool:
+    return "overhead-bound" in (r.get("flags") or [])
+
+
+def _info(doc, prim) -> dict:
+    """The primitive's description from the document (v1 files: bound only)."""
+    return (doc.get("primitives") or {}).get(prim) or {"bound": "memory", "dims": []}
+
+
 def _passing_timed(rows, prim):
     return [r for r in rows if r["primitive"] == prim and r["phase"] == "timed"
             and r["status"] == "pass" and r["median_s"]]
@@ -72,7 +85,11 @@ def _bars(ax, rows, key, title):
     labels = [_label(r) for r in rows]
     vals = [r[key] for r in rows]
     cols = [color(r["backend"]) for r in rows]
-    ax.barh(range(len(rows)), vals, color=cols)
+    bars = ax.barh(range(len(rows)), vals, color=cols)
+    for bar, r in zip(bars, rows):
+        if _overhead_bound(r):
+            bar.set_hatch("///")
+            bar.set_edgecolor("white")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", lw=0.8)
@@ -104,7 +121,9 @@ def speedup_chart(doc, prim, out_dir) -> list[Path]:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), height), squeeze=False)
     for ax, (sel, key, title) in zip(axes[0], panels):
         _bars(ax, sel, key, title)
-    fig.suptitle(f"{prim}: speedup (median time ratio, same size, same run)\n{_subtitle(doc['env'])}", fontsize=11)
+    note = "  (hatched: overhead-bound)" if any(_overhead_bound(r) for sel, _, _ in panels for r in sel) else ""
+    fig.suptitle(f"{prim}: speedup (median time ratio, same size, same run){note}\n{_subtitle(doc['env'])}",
+                 fontsize=11)
     fig.tight_layout()
     return _save(fig, out_dir, f"speedup_{prim}")
 
@@ -118,12 +137,12 @@ def _compact(v: float) -> str:
 
 
 def throughput_chart(doc, prim, out_dir) -> list[Path]:
-    p = catalogue.PRIMITIVES[prim]
+    info = _info(doc, prim)
     rows = _passing_timed(doc["results"], prim)
     if not rows:
         return []
-    key = "gflops" if p.bound == "compute" else "gbps"
-    unit = "GFLOP/s" if p.bound == "compute" else "GB/s (minimum traffic)"
+    key = "gflops" if info["bound"] == "compute" else "gbps"
+    unit = "GFLOP/s" if info["bound"] == "compute" else "GB/s (minimum traffic)"
     lines = defaultdict(list)
     for r in rows:
         lines[(r["backend"], r["variant"])].append(r)
@@ -148,6 +167,9 @@ def throughput_chart(doc, prim, out_dir) -> list[Path]:
         c = shade(color(backend), i, n_variants[backend])
         ax.plot(x, y, styles[i % len(styles)], marker=markers[i % len(markers)], ms=3.5, color=c,
                 label=_label(rs[0]))
+        hollow = [(xi, yi) for xi, yi, r in zip(x, y, rs) if _overhead_bound(r)]
+        if hollow:                                   # overhead-bound points: white-filled markers
+            ax.plot(*zip(*hollow), ls="", marker=markers[i % len(markers)], ms=3.5, mfc="white", mec=c)
         ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -160,13 +182,14 @@ def throughput_chart(doc, prim, out_dir) -> list[Path]:
             ax.text(0.01, val, f"{dev} measured peak {val:,.0f}", transform=ax.get_yaxis_transform(),
                     fontsize=7, va="bottom", color="gray")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
-    dim = "n (elements)" if p.dim_names == ("n",) else ("n (rows = cols = n)" if len(p.dim_names) == 2
-                                                          else "n (M = N = K = n)")
+    ndims = len(info.get("dims") or ())
+    dim = {1: "n (elements)", 2: "n (rows = cols = n)", 3: "n (M = N = K = n)"}.get(ndims, "n (ladder size)")
     ax.set_xlabel(dim)
     ax.set_ylabel(unit)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"{prim}: throughput vs size (median, IQR band)\n{_subtitle(doc['env'])}", fontsize=10)
+    note = "; hollow: overhead-bound" if any(_overhead_bound(r) for r in rows) else ""
+    ax.set_title(f"{prim}: throughput vs size (median, IQR band{note})\n{_subtitle(doc['env'])}", fontsize=10)
     fig.tight_layout()
     return _save(fig, out_dir, f"throughput_{prim}")
 
@@ -194,7 +217,8 @@ def roofline_chart(doc, out_dir) -> list[Path]:
                     lw=1.2, label=f"{dev} roof: {pk['gbps']:,.0f} GB/s, {pk['gflops']:,.0f} GFLOP/s (measured)")
     # Shape says which primitive, colour which backend: two small legends instead of a
     # cloud of overlapping labels.
-    markers = {p: m for p, m in zip(catalogue.PRIMITIVES, "osD^vP*X")}
+    prims_in_doc = list(dict.fromkeys(r["primitive"] for r in rows))
+    markers = {p: m for p, m in zip(prims_in_doc, "osD^vP*Xhd<>")}
     for (prim, backend), r in best.items():
         ax.scatter(r["flops"] / r["bytes"], r["gflops"], color=color(backend), marker=markers.get(prim, "o"),
                    s=55, edgecolor="black", lw=0.4, zorder=3)
@@ -223,8 +247,7 @@ def all_charts(doc: dict, out_dir) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for prim in dict.fromkeys(r["primitive"] for r in doc["results"]):
-        if prim in catalogue.PRIMITIVES:
-            paths += speedup_chart(doc, prim, out_dir)
-            paths += throughput_chart(doc, prim, out_dir)
+        paths += speedup_chart(doc, prim, out_dir)
+        paths += throughput_chart(doc, prim, out_dir)
     paths += roofline_chart(doc, out_dir)
     return paths

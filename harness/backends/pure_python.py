@@ -1,0 +1,85 @@
+"""`python`: the pure-Python implementations in python_impl/, on lists.
+
+Inputs are converted to lists (float32 values become Python floats exactly) before
+timing starts; the outputs are converted back after. Only the Python function itself
+is timed. Python floats are float64, so these results are more accurate than any
+float32 backend: the point of this backend is how slow the interpreter is, and
+what each variant's restructuring buys.
+
+python_impl/<stem>.py lists its functions in VARIANTS, naive first; each is named
+`<primitive>_<variant>` (see harness/core/catalogue.py).
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+
+import numpy as np
+
+from ..core import catalogue
+from .base import Availability, Backend, BackendError, CallBound, Kernel
+
+
+def _to_numpy(value, dtype) -> np.ndarray:
+    return np.asarray(value, dtype=dtype)
+
+
+def _noop(*args, **kwargs):
+    return None
+
+
+def module_variants(stem: str) -> dict[str, dict[str, object]]:
+    """{primitive: {variant: function}} for python_impl/<stem>.py, in lesson order."""
+    try:
+        mod = importlib.import_module(f"python_impl.{stem}")
+    except ModuleNotFoundError as e:
+        if e.name == f"python_impl.{stem}":
+            return {}
+        raise
+    found: dict[str, dict[str, object]] = {}
+    for fn in getattr(mod, "VARIANTS", ()):
+        hit = catalogue.resolve(stem, fn.__name__)
+        if hit is None:
+            raise BackendError(f"python_impl/{stem}.py: {fn.__name__} is not named <primitive>_<variant> "
+                               f"for a primitive of {stem} ({', '.join(p.name for p in catalogue.with_stem(stem))})")
+        prim, variant = hit
+        found.setdefault(prim.name, {})[variant] = fn
+    return found
+
+
+class PythonKernel(Kernel):
+    def __init__(self, prim, fn):
+        self.prim, self.fn = prim, fn
+
+    def bind(self, inputs, scalars=None):
+        scal = {k: (float(v) if isinstance(v, np.floating) else int(v))
+                for k, v in (scalars if scalars is not None else self.prim.scalar_values()).items()}
+        args = {t.name: inputs[t.name].tolist() for t in self.prim.inputs}
+        return CallBound(self.prim, self.fn, args, scal, _to_numpy)
+
+
+class PythonBackend(Backend):
+    name = "python"
+    device = "cpu"
+    language = "python_impl"
+    description = f"pure Python on lists ({platform.python_implementation()} {platform.python_version()})"
+
+    def availability(self):
+        return Availability(True, detail=self.description)
+
+    def _functions(self, primitive: str) -> dict[str, object]:
+        prim = catalogue.get(primitive)
+        return module_variants(prim.file_stem).get(prim.name, {})
+
+    def variants(self, primitive):
+        return list(self._functions(primitive))
+
+    def prepare(self, primitive, variant):
+        fns = self._functions(primitive)
+        if variant not in fns:
+            raise BackendError(f"python has no variant {variant!r} of {primitive}; valid: {', '.join(fns) or 'none'}")
+        return PythonKernel(catalogue.get(primitive), fns[variant])
+
+    def measure_floor(self, timing, clock):
+        from ..core.timing import call_floor
+        return call_floor(_noop, ([0.0],), timing, clock, how="a Python call of a no-op function on one list")
