@@ -1,4 +1,5 @@
-"""CUDA C kernels, one .cu file per primitive with all its variants (naive first), and the
-launch glue (launch.py) that says how each variant is launched. The .cu files are
-header-free and compiled at run time by NVRTC (harness/cuda_compile.py); read them as the
-lesson, in the order of the header comment at the top of each file."""
+"""CUDA C kernels, one .cu file per primitive stem with all its variants (naive first).
+Each kernel's launch geometry is the `// launch:` line beside it, and its parameters are
+matched to the primitive's declaration by name (harness/backends/cuda/kernels.py). The
+.cu files are header-free and compiled at run time by NVRTC (harness/backends/cuda/nvrtc.py);
+read them as the lesson, in the order of the header comment at the top of each file."""

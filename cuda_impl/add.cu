@@ -14,10 +14,18 @@
 // add does 1 FLOP per 12 bytes moved: it is memory-bound, so the figure of merit is
 // GB/s against the device's copy bandwidth, not GFLOP/s.
 //
-// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
-//   (const float* a, const float* b, float* out, int n)
+// Each kernel's launch geometry is on the `// launch:` line beside it (read by
+// harness/backends/cuda/kernels.py); its parameters are matched to the declaration
+// (harness/primitives/add.py) by name: tensors a, b, out and the dim n.
+//
+// Sizes are int: cheaper index math than 64-bit, and the harness refuses n >= 2^31.
+// The grid-stride loops also add their stride to an index near n, so they take n <= 2^30.
 
-extern "C" __global__ void __launch_bounds__(256)
+#define THREADS 256                 // threads per block, every variant
+#define BLOCKS_PER_SM 8             // grid-stride grids: 8 x 256 threads fill an SM, one wave
+
+// launch: grid=cdiv(n, THREADS) block=THREADS
+extern "C" __global__ void __launch_bounds__(THREADS)
 add_naive(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, int n)
 {
     // blockIdx.x * blockDim.x + threadIdx.x: this thread's element. The grid is rounded up
@@ -26,7 +34,9 @@ add_naive(const float* __restrict__ a, const float* __restrict__ b, float* __res
     if (i < n) out[i] = a[i] + b[i];
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+// launch: grid=min(cdiv(n, THREADS), BLOCKS_PER_SM * sms) block=THREADS
+// requires: n <= 1 << 30 -- the grid-stride loop adds its stride to an int index near n, so n is at most 2^30
+extern "C" __global__ void __launch_bounds__(THREADS)
 add_grid_stride(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, int n)
 {
     // The grid does not depend on n: each thread starts at its global index and jumps by
@@ -36,7 +46,9 @@ add_grid_stride(const float* __restrict__ a, const float* __restrict__ b, float*
         out[i] = a[i] + b[i];
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+// launch: grid=min(cdiv(n, 4 * THREADS), BLOCKS_PER_SM * sms) block=THREADS
+// requires: n <= 1 << 30 -- the grid-stride loop adds its stride to an int index near n, so n is at most 2^30
+extern "C" __global__ void __launch_bounds__(THREADS)
 add_vec4(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, int n)
 {
     int tid = blockIdx.x * blockDim.x + threadIdx.x;

@@ -16,8 +16,15 @@
 // cheap enough. tanhf here is the accurate one (a few ulp). --use_fast_math would swap in
 // approximations whose error, near tanh's saturation, exceeds the catalogue's tolerance.
 //
-// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
-//   (const float* x, float* out, int n)
+// Each kernel's launch geometry is on the `// launch:` line beside it (read by
+// harness/backends/cuda/kernels.py); its parameters are matched to the declaration
+// (harness/primitives/gelu.py) by name: tensors x, y and the dim n.
+//
+// Sizes are int: cheaper index math than 64-bit, and the harness refuses n >= 2^31.
+// The grid-stride loops also add their stride to an index near n, so they take n <= 2^30.
+
+#define THREADS 256                 // threads per block, every variant
+#define BLOCKS_PER_SM 8             // grid-stride grids: 8 x 256 threads fill an SM, one wave
 
 __device__ __forceinline__ float gelu_tanh(float x)
 {
@@ -26,35 +33,40 @@ __device__ __forceinline__ float gelu_tanh(float x)
     return 0.5f * x * (1.0f + tanhf(inner));
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-gelu_naive(const float* __restrict__ x, float* __restrict__ out, int n)
+// launch: grid=cdiv(n, THREADS) block=THREADS
+extern "C" __global__ void __launch_bounds__(THREADS)
+gelu_naive(const float* __restrict__ x, float* __restrict__ y, int n)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;   // this thread's element
-    if (i < n) out[i] = gelu_tanh(x[i]);             // the last block runs past n: guard
+    if (i < n) y[i] = gelu_tanh(x[i]);               // the last block runs past n: guard
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-gelu_grid_stride(const float* __restrict__ x, float* __restrict__ out, int n)
+// launch: grid=min(cdiv(n, THREADS), BLOCKS_PER_SM * sms) block=THREADS
+// requires: n <= 1 << 30 -- the grid-stride loop adds its stride to an int index near n, so n is at most 2^30
+extern "C" __global__ void __launch_bounds__(THREADS)
+gelu_grid_stride(const float* __restrict__ x, float* __restrict__ y, int n)
 {
     int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-        out[i] = gelu_tanh(x[i]);
+        y[i] = gelu_tanh(x[i]);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-gelu_vec4(const float* __restrict__ x, float* __restrict__ out, int n)
+// launch: grid=min(cdiv(n, 4 * THREADS), BLOCKS_PER_SM * sms) block=THREADS
+// requires: n <= 1 << 30 -- the grid-stride loop adds its stride to an int index near n, so n is at most 2^30
+extern "C" __global__ void __launch_bounds__(THREADS)
+gelu_vec4(const float* __restrict__ x, float* __restrict__ y, int n)
 {
     int tid = blockIdx.x * blockDim.x + threadIdx.x;
     int stride = gridDim.x * blockDim.x;
     // float4 accesses must be 16-byte aligned or the kernel faults: check, fall back to scalar.
-    bool aligned = (((unsigned long long)x | (unsigned long long)out) & 15) == 0;
+    bool aligned = (((unsigned long long)x | (unsigned long long)y) & 15) == 0;
     int n4 = aligned ? n / 4 : 0;
     const float4* x4 = reinterpret_cast<const float4*>(x);
-    float4* out4 = reinterpret_cast<float4*>(out);
+    float4* y4 = reinterpret_cast<float4*>(y);
     for (int i = tid; i < n4; i += stride) {
         float4 v = x4[i];
-        out4[i] = make_float4(gelu_tanh(v.x), gelu_tanh(v.y), gelu_tanh(v.z), gelu_tanh(v.w));
+        y4[i] = make_float4(gelu_tanh(v.x), gelu_tanh(v.y), gelu_tanh(v.z), gelu_tanh(v.w));
     }
     for (int i = 4 * n4 + tid; i < n; i += stride)  // scalar tail: n % 4 elements
-        out[i] = gelu_tanh(x[i]);
+        y[i] = gelu_tanh(x[i]);
 }

@@ -1,7 +1,7 @@
 // layernorm.cu - row-wise layer normalisation of a (rows, cols) float32 matrix:
 //     y[r, c] = (x[r, c] - mean_r) * rstd_r * gamma[c] + beta[c]
 //     mean_r = sum_c x[r, c] / cols,  var_r = sum_c (x[r, c] - mean_r)^2 / cols  (biased),
-//     rstd_r = 1 / sqrt(var_r + 1e-5)
+//     rstd_r = 1 / sqrt(var_r + eps)                 (eps: a kernel argument, default 1e-5)
 //
 // Variants (naive first); each adds one idea:
 //   row_per_thread   one thread per row, two passes for the statistics (mean, then squared
@@ -16,15 +16,26 @@
 //                    thread): read once, then the exact two-pass mean / variance runs on
 //                    registers for free, write once - minimum DRAM traffic. Up to 32768 cols.
 //
+// The shift, in every variant. Rows with a large offset and a small spread (1e4 + 1e-2 *
+// noise) are where float32 layernorm goes wrong: even correctly rounded, the row's float32
+// mean can be half an ulp of 1e4 (5e-4) away from the true mean, 5 % of the spread, and
+// x - mean carries that error into every output. So each row is first shifted by its own first element x0 = x[r, 0]:
+// d = x - x0 is EXACT wherever x is within a factor 2 of x0 (Sterbenz's lemma), so the
+// offset is gone before anything is rounded, and d is exactly 0 on a constant row. The
+// variance of d is the variance of x, mean_x = x0 + mean_d, and the output is written as
+// ((x - x0) - mean_d) * rstd - never as x - (x0 + mean_d), whose sum would round at the
+// offset's scale all over again.
+//
 // Why not one pass of E[x^2] - E[x]^2: with x = 100 + N(0, 1), E[x^2] ~ 10001 and E[x]^2 ~
 // 10000 agree in their first 4-5 digits, and float32 keeps 7: the difference (the variance,
 // ~1) keeps 2-3 correct digits, or comes out negative. Subtracting the mean first (two-pass)
 // or updating around a running mean (Welford) avoids the cancellation.
 //
-// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
-//   (const float* x, const float* gamma, const float* beta, float* y, int rows, int cols)
+// Each kernel's launch geometry is on the `// launch:` line beside it (read by
+// harness/backends/cuda/kernels.py); its parameters are matched to the declaration
+// (harness/primitives/layernorm.py) by name: tensors x, gamma, beta, y, the dims rows,
+// cols and the scalar eps. Sizes are int (the harness refuses rows x cols >= 2^31).
 
-#define LN_EPS 1e-5f
 #define FULL_MASK 0xffffffffu
 
 __device__ __forceinline__ bool aligned16(const void* p)
@@ -40,25 +51,26 @@ __device__ __forceinline__ float warp_sum(float v)
 }
 
 // ------------------------------------------------------------------ 1. row_per_thread
+// launch: grid=cdiv(rows, 256) block=256
 extern "C" __global__ void __launch_bounds__(256)
 layernorm_row_per_thread(const float* __restrict__ x, const float* __restrict__ gamma,
-                         const float* __restrict__ beta, float* __restrict__ y, int rows, int cols)
+                         const float* __restrict__ beta, float* __restrict__ y, int rows, int cols,
+                         float eps)
 {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
     const float* xr = x + (size_t)r * cols;
     float* yr = y + (size_t)r * cols;
-    // Sum x - x[0] rather than x: a float32 running sum of thousands of values near 3 (or
-    // 100) loses the low digits of each new term; the shifted terms are small (a constant
-    // row sums exact zeros), so the mean keeps its precision even summed one by one.
-    const float shift = xr[0];
+    // Statistics of d = x - x0 (see the header). The shifted terms are also small, so a
+    // running sum of thousands of them, one by one, keeps the low digits of each.
+    const float x0 = xr[0];
     float sum = 0.0f;
-    for (int c = 0; c < cols; ++c) sum += xr[c] - shift;
-    const float mean = shift + sum / cols;
+    for (int c = 0; c < cols; ++c) sum += xr[c] - x0;
+    const float mean = sum / cols;                   // the mean of d, not of x
     float sq = 0.0f;
-    for (int c = 0; c < cols; ++c) { float d = xr[c] - mean; sq += d * d; }
-    const float rstd = rsqrtf(sq / cols + LN_EPS);
-    for (int c = 0; c < cols; ++c) yr[c] = (xr[c] - mean) * rstd * gamma[c] + beta[c];
+    for (int c = 0; c < cols; ++c) { float d = (xr[c] - x0) - mean; sq += d * d; }
+    const float rstd = rsqrtf(sq / cols + eps);
+    for (int c = 0; c < cols; ++c) yr[c] = ((xr[c] - x0) - mean) * rstd * gamma[c] + beta[c];
 }
 
 // ------------------------------------------------------------------ 2. block_shared
@@ -77,25 +89,28 @@ __device__ __forceinline__ float block_tree_sum(float v, float* partial)
     return total;
 }
 
+// launch: grid=rows block=256 smem=256 * 4
 extern "C" __global__ void __launch_bounds__(256)
 layernorm_block_shared(const float* __restrict__ x, const float* __restrict__ gamma,
-                       const float* __restrict__ beta, float* __restrict__ y, int rows, int cols)
+                       const float* __restrict__ beta, float* __restrict__ y, int rows, int cols,
+                       float eps)
 {
     extern __shared__ float partial[];
     const int tid = threadIdx.x;
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* yr = y + (size_t)blockIdx.x * cols;
+    const float x0 = xr[0];                          // the shift: one word, read by all (a broadcast)
 
     float sum = 0.0f;                                // thread t reads t, t+256, ...: coalesced
-    for (int c = tid; c < cols; c += blockDim.x) sum += xr[c];
-    const float mean = block_tree_sum(sum, partial) / cols;
+    for (int c = tid; c < cols; c += blockDim.x) sum += xr[c] - x0;
+    const float mean = block_tree_sum(sum, partial) / cols;         // mean of d = x - x0
 
     float sq = 0.0f;
-    for (int c = tid; c < cols; c += blockDim.x) { float d = xr[c] - mean; sq += d * d; }
-    const float rstd = rsqrtf(block_tree_sum(sq, partial) / cols + LN_EPS);
+    for (int c = tid; c < cols; c += blockDim.x) { float d = (xr[c] - x0) - mean; sq += d * d; }
+    const float rstd = rsqrtf(block_tree_sum(sq, partial) / cols + eps);
 
     for (int c = tid; c < cols; c += blockDim.x)
-        yr[c] = (xr[c] - mean) * rstd * gamma[c] + beta[c];
+        yr[c] = ((xr[c] - x0) - mean) * rstd * gamma[c] + beta[c];
 }
 
 // ------------------------------------------------------------------ 3. warp_welford
@@ -151,10 +166,12 @@ __device__ __forceinline__ Welford warp_welford(Welford w)
     return w;
 }
 
-// 256 threads = 8 warps = 8 rows per block.
+// 256 threads = 8 warps = 8 rows per block. Welford runs on d = x - x0 (see the header).
+// launch: grid=cdiv(rows, 8) block=256
 extern "C" __global__ void __launch_bounds__(256)
 layernorm_warp_welford(const float* __restrict__ x, const float* __restrict__ gamma,
-                       const float* __restrict__ beta, float* __restrict__ y, int rows, int cols)
+                       const float* __restrict__ beta, float* __restrict__ y, int rows, int cols,
+                       float eps)
 {
     const int lane = threadIdx.x % 32;
     const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -163,17 +180,21 @@ layernorm_warp_welford(const float* __restrict__ x, const float* __restrict__ ga
     float* yr = y + (size_t)r * cols;
     // Rows start 16-byte aligned only when cols % 4 == 0; gamma and beta must be aligned too.
     const bool vec = (cols % 4 == 0) && aligned16(x) && aligned16(y) && aligned16(gamma) && aligned16(beta);
+    const float x0 = xr[0];
 
     Welford w = {0.0f, 0.0f, 0.0f};
     if (vec) {
         const float4* x4 = reinterpret_cast<const float4*>(xr);
-        for (int i = lane; i < cols / 4; i += 32) w = welford_add4(w, x4[i]);
+        for (int i = lane; i < cols / 4; i += 32) {
+            float4 v = x4[i];
+            w = welford_add4(w, make_float4(v.x - x0, v.y - x0, v.z - x0, v.w - x0));
+        }
     } else {
-        for (int c = lane; c < cols; c += 32) w = welford_add1(w, xr[c]);
+        for (int c = lane; c < cols; c += 32) w = welford_add1(w, xr[c] - x0);
     }
     w = warp_welford(w);                             // every lane: the whole row's statistics
-    const float mean = w.mean;
-    const float rstd = rsqrtf(w.m2 / cols + LN_EPS);
+    const float mean = w.mean;                       // of d
+    const float rstd = rsqrtf(w.m2 / cols + eps);
 
     if (vec) {
         const float4* x4 = reinterpret_cast<const float4*>(xr);
@@ -182,17 +203,18 @@ layernorm_warp_welford(const float* __restrict__ x, const float* __restrict__ ga
         float4* y4 = reinterpret_cast<float4*>(yr);
         for (int i = lane; i < cols / 4; i += 32) {
             float4 v = x4[i], g = g4[i], b = b4[i];
-            y4[i] = make_float4((v.x - mean) * rstd * g.x + b.x, (v.y - mean) * rstd * g.y + b.y,
-                                (v.z - mean) * rstd * g.z + b.z, (v.w - mean) * rstd * g.w + b.w);
+            y4[i] = make_float4(((v.x - x0) - mean) * rstd * g.x + b.x, ((v.y - x0) - mean) * rstd * g.y + b.y,
+                                ((v.z - x0) - mean) * rstd * g.z + b.z, ((v.w - x0) - mean) * rstd * g.w + b.w);
         }
     } else {
-        for (int c = lane; c < cols; c += 32) yr[c] = (xr[c] - mean) * rstd * gamma[c] + beta[c];
+        for (int c = lane; c < cols; c += 32) yr[c] = ((xr[c] - x0) - mean) * rstd * gamma[c] + beta[c];
     }
 }
 
 // ------------------------------------------------------------------ 4. block_registers
-// Each thread keeps up to REG_FLOATS values of the row in registers. The launch glue picks
-// blockDim.x (a multiple of 32, at most 1024) with blockDim.x * REG_FLOATS >= cols.
+// Each thread keeps up to REG_FLOATS values of the row in registers. The launch line picks
+// blockDim.x with blockDim.x * REG_FLOATS >= cols: whole warps, at least 4 of them (small
+// rows still fill an SM with blocks), at most 1024 threads - so at most 32768 columns.
 #define REG_FLOATS 32                  // 32 registers of data per thread; 8 float4 slots
 
 // Sum one value per thread over the block; every thread gets the result. Shuffles within
@@ -211,36 +233,41 @@ __device__ __forceinline__ float block_sum(float v, float* shared33)
     return shared33[32];
 }
 
+// launch: grid=rows block=min(1024, max(128, 32 * cdiv(cdiv(cols, REG_FLOATS), 32)))
+// requires: cols <= 1024 * REG_FLOATS -- keeps a row in registers: at most 32768 columns (1024 threads x 32); warp_welford takes longer rows
 extern "C" __global__ void __launch_bounds__(1024)
 layernorm_block_registers(const float* __restrict__ x, const float* __restrict__ gamma,
-                          const float* __restrict__ beta, float* __restrict__ y, int rows, int cols)
+                          const float* __restrict__ beta, float* __restrict__ y, int rows, int cols,
+                          float eps)
 {
     __shared__ float red[33];
     const int tid = threadIdx.x, nt = blockDim.x;
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* yr = y + (size_t)blockIdx.x * cols;
     const bool vec = (cols % 4 == 0) && aligned16(x) && aligned16(y) && aligned16(gamma) && aligned16(beta);
-    if (cols > nt * REG_FLOATS) {                    // the glue never launches this; if it
+    if (cols > nt * REG_FLOATS) {                    // the launch line refuses this; if it
         for (int c = tid; c < cols; c += nt) yr[c] = __int_as_float(0x7fffffff);  // did: NaN,
         return;                                      // so verification fails loudly
     }
+    const float x0 = xr[0];                          // the shift (see the header)
 
-    // Load the row once; slots past the end hold 0 and are skipped by index below. Constant
-    // trip counts + full unrolling keep v[] in registers.
+    // Load the row once, shifted: v[] holds d = x - x0, and slots past the end hold 0 (so
+    // they add nothing to the sum; the squares skip them by index below). Constant trip
+    // counts + full unrolling keep v[] in registers.
     float v[REG_FLOATS];
     if (vec) {
         const float4* x4 = reinterpret_cast<const float4*>(xr);
 #pragma unroll
         for (int k = 0; k < REG_FLOATS / 4; ++k) {
             int i = tid + k * nt;
-            float4 t = i < cols / 4 ? x4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            v[4 * k] = t.x; v[4 * k + 1] = t.y; v[4 * k + 2] = t.z; v[4 * k + 3] = t.w;
+            float4 t = i < cols / 4 ? x4[i] : make_float4(x0, x0, x0, x0);
+            v[4 * k] = t.x - x0; v[4 * k + 1] = t.y - x0; v[4 * k + 2] = t.z - x0; v[4 * k + 3] = t.w - x0;
         }
     } else {
 #pragma unroll
         for (int k = 0; k < REG_FLOATS; ++k) {
             int c = tid + k * nt;
-            v[k] = c < cols ? xr[c] : 0.0f;
+            v[k] = c < cols ? xr[c] - x0 : 0.0f;
         }
     }
     // Which slots hold real columns: slot k is column 4 * (tid + (k/4) * nt) + k % 4 when
@@ -250,7 +277,7 @@ layernorm_block_registers(const float* __restrict__ x, const float* __restrict__
     float sum = 0.0f;
 #pragma unroll
     for (int k = 0; k < REG_FLOATS; ++k) sum += v[k];                   // padding is 0
-    const float mean = block_sum(sum, red) / cols;
+    const float mean = block_sum(sum, red) / cols;                      // mean of d
 
     float sq = 0.0f;                                                    // second pass: registers
 #pragma unroll
@@ -258,7 +285,7 @@ layernorm_block_registers(const float* __restrict__ x, const float* __restrict__
         float d = v[k] - mean;
         if (LN_SLOT_VALID(k)) sq += d * d;
     }
-    const float rstd = rsqrtf(block_sum(sq, red) / cols + LN_EPS);
+    const float rstd = rsqrtf(block_sum(sq, red) / cols + eps);
 
     if (vec) {
         const float4* g4 = reinterpret_cast<const float4*>(gamma);

@@ -27,8 +27,11 @@
 // starts at r*K*4 bytes, aligned only if K % 4 == 0 (N % 4 == 0 for B and C), so the
 // float4 paths are taken only then and fall back to scalar loads otherwise.
 //
-// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
-//   (const float* A, const float* B, float* C, int M, int N, int K)
+// Each kernel's launch geometry is on the `// launch:` line beside it (read by
+// harness/backends/cuda/kernels.py); its parameters are matched to the declaration
+// (harness/primitives/matmul.py) by name: tensors A, B, C and the dims M, N, K, which the
+// kernels take in cuBLAS's order. Sizes are int: the harness refuses any of A, B, C with
+// 2^31 elements or more, so every row * K + k index fits.
 
 __device__ __forceinline__ bool aligned16(const void* p)
 {
@@ -36,7 +39,7 @@ __device__ __forceinline__ bool aligned16(const void* p)
 }
 
 // ------------------------------------------------------------------ 1. naive
-// block (32, 32), grid (ceil(M / 32), ceil(N / 32)).
+// launch: grid=(cdiv(M, 32), cdiv(N, 32)) block=(32, 32)
 extern "C" __global__ void __launch_bounds__(1024)
 matmul_naive(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
              int M, int N, int K)
@@ -51,7 +54,7 @@ matmul_naive(const float* __restrict__ A, const float* __restrict__ B, float* __
 }
 
 // ------------------------------------------------------------------ 2. coalesced
-// block (32, 32), grid (ceil(N / 32), ceil(M / 32)).
+// launch: grid=(cdiv(N, 32), cdiv(M, 32)) block=(32, 32)
 extern "C" __global__ void __launch_bounds__(1024)
 matmul_coalesced(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
                  int M, int N, int K)
@@ -66,9 +69,9 @@ matmul_coalesced(const float* __restrict__ A, const float* __restrict__ B, float
 }
 
 // ------------------------------------------------------------------ 3. smem_tiles
-// block (32, 32), grid (ceil(N / 32), ceil(M / 32)).
 #define TILE 32
 
+// launch: grid=(cdiv(N, TILE), cdiv(M, TILE)) block=(TILE, TILE)
 extern "C" __global__ void __launch_bounds__(1024)
 matmul_smem_tiles(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
                   int M, int N, int K)
@@ -92,12 +95,12 @@ matmul_smem_tiles(const float* __restrict__ A, const float* __restrict__ B, floa
 
 // ------------------------------------------------------------------ 4. blocktile_1d
 // 64x64 C tile per block, BK = 8, each of the 512 threads computes TM = 8 outputs in a column.
-// block (512), grid (ceil(N / 64), ceil(M / 64)).
 #define T1_BM 64
 #define T1_BN 64
 #define T1_BK 8
 #define T1_TM 8
 
+// launch: grid=(cdiv(N, T1_BN), cdiv(M, T1_BM)) block=512
 extern "C" __global__ void __launch_bounds__(512)
 matmul_blocktile_1d(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
                     int M, int N, int K)
@@ -142,7 +145,6 @@ matmul_blocktile_1d(const float* __restrict__ A, const float* __restrict__ B, fl
 
 // ------------------------------------------------------------------ 5. blocktile_2d
 // 128x128 C tile per block, BK = 8, each of the 256 threads computes an 8x8 sub-tile.
-// block (256), grid (ceil(N / 128), ceil(M / 128)).
 #define T2_BM 128
 #define T2_BN 128
 #define T2_BK 8
@@ -150,6 +152,7 @@ matmul_blocktile_1d(const float* __restrict__ A, const float* __restrict__ B, fl
 #define T2_TN 8
 #define T2_THREADS ((T2_BM / T2_TM) * (T2_BN / T2_TN))   // 256
 
+// launch: grid=(cdiv(N, T2_BN), cdiv(M, T2_BM)) block=T2_THREADS
 extern "C" __global__ void __launch_bounds__(T2_THREADS)
 matmul_blocktile_2d(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
                     int M, int N, int K)
@@ -205,7 +208,7 @@ matmul_blocktile_2d(const float* __restrict__ A, const float* __restrict__ B, fl
 }
 
 // ------------------------------------------------------------------ 6. vectorized
-// Same tiling as blocktile_2d. block (256), grid (ceil(N / 128), ceil(M / 128)).
+// Same tiling as blocktile_2d.
 
 // Four consecutive floats of a row-major matrix at (r, c): one float4 load when allowed,
 // else four guarded scalar loads (zeros outside the matrix).
@@ -229,6 +232,7 @@ __device__ __forceinline__ void store4(float* __restrict__ p, int rows, int cols
     if (c + 3 < cols) q[3] = v.w;
 }
 
+// launch: grid=(cdiv(N, T2_BN), cdiv(M, T2_BM)) block=T2_THREADS
 extern "C" __global__ void __launch_bounds__(T2_THREADS)
 matmul_vectorized(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
                   int M, int N, int K)
@@ -290,7 +294,6 @@ matmul_vectorized(const float* __restrict__ A, const float* __restrict__ B, floa
 // 8 x 4 grid over one sub-tile and each computes TM x TN = 8 x 4 outputs in each of the
 // four, 128 outputs per thread in all. Neighbouring lanes read neighbouring shared-memory
 // words, and the whole warp reuses each loaded A value 16 times and each B value 8 times.
-// block (128), grid (ceil(N / 128), ceil(M / 128)).
 #define W_BM 128
 #define W_BN 128
 #define W_BK 16
@@ -304,6 +307,7 @@ matmul_vectorized(const float* __restrict__ A, const float* __restrict__ B, floa
 #define W_WSUBM (W_WM / W_WMITER)                                  // 64
 #define W_WSUBN (W_WN / W_WNITER)                                  // 16
 
+// launch: grid=(cdiv(N, W_BN), cdiv(M, W_BM)) block=W_THREADS
 extern "C" __global__ void __launch_bounds__(W_THREADS)
 matmul_warptile(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
                 int M, int N, int K)

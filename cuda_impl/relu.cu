@@ -1,4 +1,4 @@
-// relu.cu - elementwise out[i] = max(x[i], 0), float32.
+// relu.cu - elementwise y[i] = max(x[i], 0), float32.
 //
 // Variants (naive first); each adds one idea:
 //   naive        one thread per element, ceil(n / 256) blocks. Already coalesced: thread i
@@ -14,38 +14,50 @@
 // memory-bound. The result must be exact: fmaxf(x, 0) is, and so is its NaN handling
 // (fmaxf returns the non-NaN operand; inputs are checked finite before they get here).
 //
-// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
-//   (const float* x, float* out, int n)
+// Each kernel's launch geometry is on the `// launch:` line beside it (read by
+// harness/backends/cuda/kernels.py); its parameters are matched to the declaration
+// (harness/primitives/relu.py) by name: tensors x, y and the dim n.
+//
+// Sizes are int: cheaper index math than 64-bit, and the harness refuses n >= 2^31.
+// The grid-stride loops also add their stride to an index near n, so they take n <= 2^30.
 
-extern "C" __global__ void __launch_bounds__(256)
-relu_naive(const float* __restrict__ x, float* __restrict__ out, int n)
+#define THREADS 256                 // threads per block, every variant
+#define BLOCKS_PER_SM 8             // grid-stride grids: 8 x 256 threads fill an SM, one wave
+
+// launch: grid=cdiv(n, THREADS) block=THREADS
+extern "C" __global__ void __launch_bounds__(THREADS)
+relu_naive(const float* __restrict__ x, float* __restrict__ y, int n)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;   // this thread's element
-    if (i < n) out[i] = fmaxf(x[i], 0.0f);           // the last block runs past n: guard
+    if (i < n) y[i] = fmaxf(x[i], 0.0f);             // the last block runs past n: guard
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-relu_grid_stride(const float* __restrict__ x, float* __restrict__ out, int n)
+// launch: grid=min(cdiv(n, THREADS), BLOCKS_PER_SM * sms) block=THREADS
+// requires: n <= 1 << 30 -- the grid-stride loop adds its stride to an int index near n, so n is at most 2^30
+extern "C" __global__ void __launch_bounds__(THREADS)
+relu_grid_stride(const float* __restrict__ x, float* __restrict__ y, int n)
 {
     int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-        out[i] = fmaxf(x[i], 0.0f);
+        y[i] = fmaxf(x[i], 0.0f);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-relu_vec4(const float* __restrict__ x, float* __restrict__ out, int n)
+// launch: grid=min(cdiv(n, 4 * THREADS), BLOCKS_PER_SM * sms) block=THREADS
+// requires: n <= 1 << 30 -- the grid-stride loop adds its stride to an int index near n, so n is at most 2^30
+extern "C" __global__ void __launch_bounds__(THREADS)
+relu_vec4(const float* __restrict__ x, float* __restrict__ y, int n)
 {
     int tid = blockIdx.x * blockDim.x + threadIdx.x;
     int stride = gridDim.x * blockDim.x;
     // float4 accesses must be 16-byte aligned or the kernel faults: check, fall back to scalar.
-    bool aligned = (((unsigned long long)x | (unsigned long long)out) & 15) == 0;
+    bool aligned = (((unsigned long long)x | (unsigned long long)y) & 15) == 0;
     int n4 = aligned ? n / 4 : 0;
     const float4* x4 = reinterpret_cast<const float4*>(x);
-    float4* out4 = reinterpret_cast<float4*>(out);
+    float4* y4 = reinterpret_cast<float4*>(y);
     for (int i = tid; i < n4; i += stride) {
         float4 v = x4[i];
-        out4[i] = make_float4(fmaxf(v.x, 0.0f), fmaxf(v.y, 0.0f), fmaxf(v.z, 0.0f), fmaxf(v.w, 0.0f));
+        y4[i] = make_float4(fmaxf(v.x, 0.0f), fmaxf(v.y, 0.0f), fmaxf(v.z, 0.0f), fmaxf(v.w, 0.0f));
     }
     for (int i = 4 * n4 + tid; i < n; i += stride)  // scalar tail: n % 4 elements
-        out[i] = fmaxf(x[i], 0.0f);
+        y[i] = fmaxf(x[i], 0.0f);
 }

@@ -26,8 +26,10 @@
 // 32 KiB rows is 256 MiB, the L2 is ~50 MB), so DRAM traffic becomes 12 bytes per element
 // instead of 8. block_online limits the rows in flight; block_registers never re-reads.
 //
-// Kernel signature, the same for every variant (launch glue: cuda_impl/launch.py):
-//   (const float* x, float* y, int rows, int cols)
+// Each kernel's launch geometry is on the `// launch:` line beside it (read by
+// harness/backends/cuda/kernels.py); its parameters are matched to the declaration
+// (harness/primitives/softmax.py) by name: tensors x, y and the dims rows, cols.
+// Sizes are int (the harness refuses rows x cols >= 2^31); row offsets are size_t.
 
 #define NEG_INF (__int_as_float(0xff800000))   // -infinity: the identity of max()
 #define FULL_MASK 0xffffffffu                    // all 32 lanes take part in a shuffle
@@ -84,6 +86,7 @@ __device__ __forceinline__ void warp_online_merge(float& m, float& s)
 }
 
 // ------------------------------------------------------------------ 1. row_per_thread
+// launch: grid=cdiv(rows, 256) block=256
 extern "C" __global__ void __launch_bounds__(256)
 softmax_row_per_thread(const float* __restrict__ x, float* __restrict__ y, int rows, int cols)
 {
@@ -101,6 +104,7 @@ softmax_row_per_thread(const float* __restrict__ x, float* __restrict__ y, int r
 
 // ------------------------------------------------------------------ 2. block_shared
 // Dynamic shared memory: blockDim.x floats (a power of two), one partial per thread.
+// launch: grid=rows block=256 smem=256 * 4
 extern "C" __global__ void __launch_bounds__(256)
 softmax_block_shared(const float* __restrict__ x, float* __restrict__ y, int rows, int cols)
 {
@@ -138,6 +142,7 @@ softmax_block_shared(const float* __restrict__ x, float* __restrict__ y, int row
 
 // ------------------------------------------------------------------ 3. warp_online
 // 256 threads = 8 warps = 8 rows per block.
+// launch: grid=cdiv(rows, 8) block=256
 extern "C" __global__ void __launch_bounds__(256)
 softmax_warp_online(const float* __restrict__ x, float* __restrict__ y, int rows, int cols)
 {
@@ -178,6 +183,7 @@ softmax_warp_online(const float* __restrict__ x, float* __restrict__ y, int rows
 
 // ------------------------------------------------------------------ 4. block_online
 // 1024 threads per row; blockDim.x must be a multiple of 32.
+// launch: grid=rows block=1024
 extern "C" __global__ void __launch_bounds__(1024)
 softmax_block_online(const float* __restrict__ x, float* __restrict__ y, int rows, int cols)
 {
@@ -222,8 +228,9 @@ softmax_block_online(const float* __restrict__ x, float* __restrict__ y, int row
 }
 
 // ------------------------------------------------------------------ 5. block_registers
-// Each thread keeps up to REG_FLOATS values of the row in registers. The launch glue picks
-// blockDim.x (a multiple of 32, at most 1024) with blockDim.x * REG_FLOATS >= cols.
+// Each thread keeps up to REG_FLOATS values of the row in registers. The launch line picks
+// blockDim.x with blockDim.x * REG_FLOATS >= cols: whole warps, at least 4 of them (small
+// rows still fill an SM with blocks), at most 1024 threads - so at most 32768 columns.
 #define REG_FLOATS 32                  // 32 registers of data per thread; 8 float4 slots
 
 // Reduce one value per thread to the block's max / sum; every thread gets the result.
@@ -256,6 +263,8 @@ __device__ __forceinline__ float block_sum(float v, float* shared33)
     return shared33[32];
 }
 
+// launch: grid=rows block=min(1024, max(128, 32 * cdiv(cdiv(cols, REG_FLOATS), 32)))
+// requires: cols <= 1024 * REG_FLOATS -- keeps a row in registers: at most 32768 columns (1024 threads x 32); block_online takes longer rows
 extern "C" __global__ void __launch_bounds__(1024)
 softmax_block_registers(const float* __restrict__ x, float* __restrict__ y, int rows, int cols)
 {
@@ -264,7 +273,7 @@ softmax_block_registers(const float* __restrict__ x, float* __restrict__ y, int 
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* yr = y + (size_t)blockIdx.x * cols;
     const bool vec = (cols % 4 == 0) && aligned16(x) && aligned16(y);
-    if (cols > nt * REG_FLOATS) {                    // the glue never launches this; if it
+    if (cols > nt * REG_FLOATS) {                    // the launch line refuses this; if it
         for (int c = tid; c < cols; c += nt) yr[c] = __int_as_float(0x7fffffff);  // did: NaN,
         return;                                      // so verification fails loudly
     }

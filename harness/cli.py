@@ -101,7 +101,8 @@ def cmd_list(args) -> int:
                              + ("" if tn.dtype == "float32" else f" {tn.dtype}") for tn in p.tensors)
         scalars = "\n".join(f"{sc.name}: {sc.dtype} = {sc.default:g}" for sc in p.scalars) or "—"
         dists = ", ".join(p.distributions) + (f"\nstress: {', '.join(p.stress)}" if p.stress else "")
-        t.add_row(p.name, p.summary, escape(tensors), scalars, dists,
+        what = p.summary + (f"\n[dim]{escape(p.flops_note)}[/]" if p.flops_note else "")
+        t.add_row(p.name, what, escape(tensors), scalars, dists,
                   f"{p.ladder[0]} … {p.ladder[-1]} ({len(p.ladder)} sizes)")
     console.print(t)
     t = Table(title="backends and variants (naive first)", title_justify="left")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("numpy", "matplotlib", "rich", "cuda-bindings", "cuda-core", "nvidia-cuda-nvrtc",
+PACKAGES = ("numpy", "matplotlib", "rich", "cuda-bindings", "nvidia-cuda-nvrtc",
             "cupy-cuda13x", "cupy-cuda12x", "torch", "mojo", "mojo-compiler", "max-core", "max-mojo-libs")
 
 

@@ -1,27 +1,22 @@
-"""Mojo implementations: one `.mojo` file per primitive, each a Python extension module.
+"""Mojo implementations: one `.mojo` file per primitive stem, each a Python extension module.
 
-Each file holds all the variants of its primitive as plain Mojo functions on pointers,
-naive first, and registers each one under its variant name. Python calls a variant with
-the addresses of the input arrays, then of the output, then the sizes:
+Each file holds all the variants of its primitive as plain Mojo functions on typed
+pointers and sizes, naive first, each named `<primitive>_<variant>` and registered under
+that name by one `add_variant[...](m, "<primitive>_<variant>")` line. The harness reads
+those lines to list the variants (no compiler needed), and checks that the built module
+exports exactly them.
 
-    add.simd(a, b, y, n)               softmax.fused(x, y, rows, cols)
-    relu.simd(x, y, n)                 layernorm.fused(x, gamma, beta, y, rows, cols)
-    gelu.simd(x, y, n)                 matmul.tiled(a, b, c, M, K, N)
+Every kernel is called from Python the same way, with one int: the address of an
+argument block (harness/backends/mojo/args.py) holding every tensor's address, then the
+dims, then the typed scalars, in the declaration's order (harness/primitives/<stem>.py):
 
-`python_entry.mojo` holds what the modules share: the conversion from Python ints to
-pointers and the GIL release. The modules are built by harness/mojo_build.py into a
-cache outside the repository; harness/backends/mojo_backend.py validates every array
-before its address is passed.
+    relu_simd(block)          x, y | n
+    layernorm_fused(block)    x, gamma, beta, y | rows, cols | eps
+    matmul_tiled(block)       A, B, C | M, K, N
 
-VARIANTS below is the list the harness runs, in lesson order; tests check that every
-module exports exactly these functions.
+`python_entry.mojo` holds what the modules share: the block reader (struct Args, whose
+accessors check every slot's tag), the one entry that releases the GIL, and the
+`simd_width` and `noop` functions of every module. The modules are built by
+harness/backends/mojo/build.py into a cache outside the repository; the backend validates
+every array before any address goes into a block.
 """
-
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "add": ("scalar", "simd", "parallel"),
-    "relu": ("scalar", "simd", "parallel"),
-    "gelu": ("scalar", "simd", "parallel"),
-    "softmax": ("scalar", "online_simd", "parallel", "fused"),
-    "layernorm": ("scalar", "simd", "parallel", "fused"),
-    "matmul": ("naive", "reordered", "vectorized", "parallel", "tiled"),
-}

@@ -1,6 +1,6 @@
-# add: elementwise y = a + b on float32 vectors of length n.
+# add: elementwise out = a + b on float32 vectors of length n.
 #
-# Variants (naive first); Python calls each as add.<variant>(a, b, y, n) with raw addresses:
+# Variants (naive first), each registered as add_<variant>:
 #   scalar    one element per loop step: the direct translation of the Python loop.
 #   simd      vectorize[]: F32_WIDTH lanes per step (8 with AVX2, 16 with AVX-512),
 #             and vectorize finishes the n % width tail with narrower steps.
@@ -12,6 +12,11 @@
 # element: vectorizing is the programmer's job), so `simd` still buys ~1.4x at 16M
 # elements. `parallel` buys little more on a small VM, where one core already streams
 # ~30 GB/s, most of what the memory system gives two; it pays where one core cannot.
+#
+# How Python calls them: add_<variant>(block), one argument block (python_entry.mojo)
+# whose slots follow the declaration (harness/primitives/add.py): a, b, out | n.
+# add_call at the bottom reads them into the kernels' typed signature (where `out` is
+# called y: `out` is a Mojo keyword).
 
 from std.algorithm.functional import vectorize
 from std.os import abort
@@ -19,7 +24,7 @@ from std.python import PythonObject
 from std.runtime import parallelism_level
 from max.algorithm import parallelize
 
-from python_entry import F32Ptr, F32_WIDTH, new_module, binary_entry
+from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
 
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
 # the VM has parked them (measured on a 2-vCPU VM): each worker gets at least this many
@@ -59,13 +64,23 @@ def add_parallel(a: F32Ptr, b: F32Ptr, y: F32Ptr, n: Int):
     parallelize(work, workers)
 
 
+# ----------------------------------------------------------------------------- Python
+
+comptime AddKernel = def(F32Ptr, F32Ptr, F32Ptr, Int) thin -> None
+
+
+def add_call[kernel: AddKernel](args: Args) raises:
+    args.expect(4)                                   # a, b, out | n
+    kernel(args.f32(0), args.f32(1), args.f32(2), args.int(3))
+
+
 @export
 def PyInit_add() abi("C") -> PythonObject:
     try:
         var m = new_module("add")
-        m.def_function[binary_entry[add_scalar]]("scalar", docstring="add.scalar(a, b, y, n)")
-        m.def_function[binary_entry[add_simd]]("simd", docstring="add.simd(a, b, y, n)")
-        m.def_function[binary_entry[add_parallel]]("parallel", docstring="add.parallel(a, b, y, n)")
+        add_variant[add_call[add_scalar]](m, "add_scalar")
+        add_variant[add_call[add_simd]](m, "add_simd")
+        add_variant[add_call[add_parallel]](m, "add_parallel")
         return m.finalize()
     except e:
         abort(String("error creating the add module: ", e))

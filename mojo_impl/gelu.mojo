@@ -2,7 +2,7 @@
 #
 #     y = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
 #
-# Variants (naive first); Python calls each as gelu.<variant>(x, y, n) with raw addresses:
+# Variants (naive first), each registered as gelu_<variant>:
 #   scalar    one element per loop step, scalar tanh: the direct translation of the formula.
 #   simd      vectorize[]: F32_WIDTH lanes per step; tanh is evaluated on whole vectors
 #             (Mojo's math functions are SIMD-generic), vectorize finishes the tail.
@@ -12,6 +12,10 @@
 # included), so the arithmetic matters: SIMD pays ~10x and the threads almost 2x more.
 # NumPy evaluates the formula one operation at a time, writing a temporary array for
 # each of its nine steps; each variant here reads x once and writes y once.
+#
+# How Python calls them: gelu_<variant>(block), one argument block (python_entry.mojo)
+# whose slots follow the declaration (harness/primitives/gelu.py): x, y | n.
+# gelu_call at the bottom reads them into the kernels' typed signature.
 
 from std.algorithm.functional import vectorize
 from std.math import tanh
@@ -20,7 +24,7 @@ from std.python import PythonObject
 from std.runtime import parallelism_level
 from max.algorithm import parallelize
 
-from python_entry import F32Ptr, F32_WIDTH, new_module, unary_entry
+from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
 
 comptime SQRT_2_OVER_PI: Float32 = 0.7978845608028654
 comptime CUBIC: Float32 = 0.044715
@@ -65,13 +69,23 @@ def gelu_parallel(x: F32Ptr, y: F32Ptr, n: Int):
     parallelize(work, workers)
 
 
+# ----------------------------------------------------------------------------- Python
+
+comptime GeluKernel = def(F32Ptr, F32Ptr, Int) thin -> None
+
+
+def gelu_call[kernel: GeluKernel](args: Args) raises:
+    args.expect(3)                                   # x, y | n
+    kernel(args.f32(0), args.f32(1), args.int(2))
+
+
 @export
 def PyInit_gelu() abi("C") -> PythonObject:
     try:
         var m = new_module("gelu")
-        m.def_function[unary_entry[gelu_scalar]]("scalar", docstring="gelu.scalar(x, y, n)")
-        m.def_function[unary_entry[gelu_simd]]("simd", docstring="gelu.simd(x, y, n)")
-        m.def_function[unary_entry[gelu_parallel]]("parallel", docstring="gelu.parallel(x, y, n)")
+        add_variant[gelu_call[gelu_scalar]](m, "gelu_scalar")
+        add_variant[gelu_call[gelu_simd]](m, "gelu_simd")
+        add_variant[gelu_call[gelu_parallel]](m, "gelu_parallel")
         return m.finalize()
     except e:
         abort(String("error creating the gelu module: ", e))

@@ -1,6 +1,6 @@
 # matmul: C = A @ B with A (M, K), B (K, N), C (M, N), float32, row-major.
 #
-# Variants (naive first); Python calls each as matmul.<variant>(a, b, c, M, K, N):
+# Variants (naive first), each registered as matmul_<variant>:
 #   naive       the textbook triple loop i, j, k: C[i, j] = sum_k A[i, k] * B[k, j].
 #               The inner loop walks down a COLUMN of B: every step jumps N floats in
 #               memory and uses one float of the 64-byte line it loaded.
@@ -26,6 +26,10 @@
 # loads a float of B and loads and stores a float of C; the tiled micro-kernel does
 # MR * NV FMAs per NV + MR loads and no stores, on packed panels read contiguously:
 # that is the step from tens of GFLOP/s to BLAS speed.
+#
+# How Python calls them: matmul_<variant>(block), one argument block (python_entry.mojo)
+# whose slots follow the declaration (harness/primitives/matmul.py): A, B, C | M, K, N.
+# matmul_call at the bottom reads them into the kernels' typed signature.
 
 from std.algorithm.functional import vectorize
 from std.memory.alloc import unsafe_alloc
@@ -35,7 +39,7 @@ from std.sys.intrinsics import PrefetchOptions, prefetch
 from std.runtime import parallelism_level
 from max.algorithm import parallelize
 
-from python_entry import F32Ptr, F32_WIDTH, matmul_entry, new_module
+from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
 
 comptime Vec = SIMD[DType.float32, F32_WIDTH]
 
@@ -259,16 +263,25 @@ def matmul_tiled(a: F32Ptr, b: F32Ptr, c: F32Ptr, m: Int, k: Int, n: Int):
         task(0)
 
 
+# ----------------------------------------------------------------------------- Python
+
+comptime MatmulKernel = def(F32Ptr, F32Ptr, F32Ptr, Int, Int, Int) thin -> None
+
+
+def matmul_call[kernel: MatmulKernel](args: Args) raises:
+    args.expect(6)                                   # A, B, C | M, K, N
+    kernel(args.f32(0), args.f32(1), args.f32(2), args.int(3), args.int(4), args.int(5))
+
+
 @export
 def PyInit_matmul() abi("C") -> PythonObject:
     try:
         var m = new_module("matmul")
-        m.def_function[matmul_entry[matmul_naive]]("naive", docstring="matmul.naive(a, b, c, M, K, N)")
-        m.def_function[matmul_entry[matmul_reordered]]("reordered", docstring="matmul.reordered(a, b, c, M, K, N)")
-        m.def_function[matmul_entry[matmul_vectorized]](
-            "vectorized", docstring="matmul.vectorized(a, b, c, M, K, N)")
-        m.def_function[matmul_entry[matmul_parallel]]("parallel", docstring="matmul.parallel(a, b, c, M, K, N)")
-        m.def_function[matmul_entry[matmul_tiled]]("tiled", docstring="matmul.tiled(a, b, c, M, K, N)")
+        add_variant[matmul_call[matmul_naive]](m, "matmul_naive")
+        add_variant[matmul_call[matmul_reordered]](m, "matmul_reordered")
+        add_variant[matmul_call[matmul_vectorized]](m, "matmul_vectorized")
+        add_variant[matmul_call[matmul_parallel]](m, "matmul_parallel")
+        add_variant[matmul_call[matmul_tiled]](m, "matmul_tiled")
         return m.finalize()
     except e:
         abort(String("error creating the matmul module: ", e))

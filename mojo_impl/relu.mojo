@@ -1,6 +1,6 @@
 # relu: elementwise y = max(x, 0) on a float32 vector of length n.
 #
-# Variants (naive first); Python calls each as relu.<variant>(x, y, n) with raw addresses:
+# Variants (naive first), each registered as relu_<variant>:
 #   scalar    one element per loop step: the direct translation of the Python loop.
 #   simd      vectorize[]: F32_WIDTH lanes per step (8 with AVX2, 16 with AVX-512); one
 #             vector max per step, and vectorize finishes the n % width tail.
@@ -11,6 +11,10 @@
 # at memory speed; Mojo leaves `scalar` scalar (one vmaxss per element in the assembly).
 # The result is exact: max only selects one of its inputs, so every variant must match
 # the reference bit for bit.
+#
+# How Python calls them: relu_<variant>(block), one argument block (python_entry.mojo)
+# whose slots follow the declaration (harness/primitives/relu.py): x, y | n.
+# relu_call at the bottom reads them into the kernels' typed signature.
 
 from std.algorithm.functional import vectorize
 from std.os import abort
@@ -18,7 +22,7 @@ from std.python import PythonObject
 from std.runtime import parallelism_level
 from max.algorithm import parallelize
 
-from python_entry import F32Ptr, F32_WIDTH, new_module, unary_entry
+from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
 
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
 # the VM has parked them (measured on a 2-vCPU VM): each worker gets at least this many
@@ -57,13 +61,23 @@ def relu_parallel(x: F32Ptr, y: F32Ptr, n: Int):
     parallelize(work, workers)
 
 
+# ----------------------------------------------------------------------------- Python
+
+comptime ReluKernel = def(F32Ptr, F32Ptr, Int) thin -> None
+
+
+def relu_call[kernel: ReluKernel](args: Args) raises:
+    args.expect(3)                                   # x, y | n
+    kernel(args.f32(0), args.f32(1), args.int(2))
+
+
 @export
 def PyInit_relu() abi("C") -> PythonObject:
     try:
         var m = new_module("relu")
-        m.def_function[unary_entry[relu_scalar]]("scalar", docstring="relu.scalar(x, y, n)")
-        m.def_function[unary_entry[relu_simd]]("simd", docstring="relu.simd(x, y, n)")
-        m.def_function[unary_entry[relu_parallel]]("parallel", docstring="relu.parallel(x, y, n)")
+        add_variant[relu_call[relu_scalar]](m, "relu_scalar")
+        add_variant[relu_call[relu_simd]](m, "relu_simd")
+        add_variant[relu_call[relu_parallel]](m, "relu_parallel")
         return m.finalize()
     except e:
         abort(String("error creating the relu module: ", e))

@@ -5,7 +5,7 @@
 # Subtracting the row max changes nothing mathematically but keeps exp() from
 # overflowing (x = 1000, or any row offset by 1e4, would give inf otherwise).
 #
-# Variants (naive first); Python calls each as softmax.<variant>(x, y, rows, cols):
+# Variants (naive first), each registered as softmax_<variant>:
 #   scalar       three passes per row, one element at a time: max, sum of exp(x - max),
 #                normalise. Reads the row three times and computes each exp twice.
 #   online_simd  one pass computes the max and the sum together (online softmax,
@@ -25,6 +25,10 @@
 # `fused` beats `parallel` here (~1.6x at 4096 x 4096). Online softmax pays off where a
 # row does not fit in fast memory: very long rows, or a GPU block streaming through
 # DRAM (see the CUDA twin).
+#
+# How Python calls them: softmax_<variant>(block), one argument block (python_entry.mojo)
+# whose slots follow the declaration (harness/primitives/softmax.py): x, y | rows, cols.
+# softmax_call at the bottom reads them into the kernels' typed signature.
 
 from std.math import exp
 from std.os import abort
@@ -33,7 +37,7 @@ from std.runtime import parallelism_level
 from std.utils.numerics import neg_inf
 from max.algorithm import parallelize
 
-from python_entry import F32Ptr, F32_WIDTH, new_module, rows_entry
+from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
 
 comptime Vec = SIMD[DType.float32, F32_WIDTH]
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
@@ -184,15 +188,24 @@ def softmax_fused(x: F32Ptr, y: F32Ptr, rows: Int, cols: Int):
     split_rows[fused_rows](x, y, rows, cols)
 
 
+# ----------------------------------------------------------------------------- Python
+
+comptime SoftmaxKernel = def(F32Ptr, F32Ptr, Int, Int) thin -> None
+
+
+def softmax_call[kernel: SoftmaxKernel](args: Args) raises:
+    args.expect(4)                                   # x, y | rows, cols
+    kernel(args.f32(0), args.f32(1), args.int(2), args.int(3))
+
+
 @export
 def PyInit_softmax() abi("C") -> PythonObject:
     try:
         var m = new_module("softmax")
-        m.def_function[rows_entry[softmax_scalar]]("scalar", docstring="softmax.scalar(x, y, rows, cols)")
-        m.def_function[rows_entry[softmax_online_simd]]("online_simd",
-                                                        docstring="softmax.online_simd(x, y, rows, cols)")
-        m.def_function[rows_entry[softmax_parallel]]("parallel", docstring="softmax.parallel(x, y, rows, cols)")
-        m.def_function[rows_entry[softmax_fused]]("fused", docstring="softmax.fused(x, y, rows, cols)")
+        add_variant[softmax_call[softmax_scalar]](m, "softmax_scalar")
+        add_variant[softmax_call[softmax_online_simd]](m, "softmax_online_simd")
+        add_variant[softmax_call[softmax_parallel]](m, "softmax_parallel")
+        add_variant[softmax_call[softmax_fused]](m, "softmax_fused")
         return m.finalize()
     except e:
         abort(String("error creating the softmax module: ", e))

@@ -16,7 +16,7 @@ def register(monkeypatch):
 @pytest.fixture(scope="module")
 def mojo_backend():
     """The Mojo backend, or a skip that says why Mojo cannot run here and how to install it."""
-    from harness.backends.mojo_backend import MojoBackend
+    from harness.backends.mojo.backend import MojoBackend
     b = MojoBackend()
     avail = b.availability()
     if not avail.ok:

@@ -1,21 +1,24 @@
 """Deliberately broken or slow backends, to test that the harness catches them."""
 import numpy as np
 
-from harness import catalogue
-from harness.backends.base import Availability, Backend, CallBound, Kernel
-from harness.backends.numpy_backend import FUNCTIONS
+from harness.backends.base import Availability, Backend, Bound, CallBound, Kernel, poison_array
+from harness.core import catalogue
+
+
+def _as_array(value, dtype):
+    return value if isinstance(value, np.ndarray) else np.asarray(value, dtype=dtype)
 
 
 class _FnKernel(Kernel):
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, prim, fn):
+        self.prim, self.fn = prim, fn
 
-    def bind(self, inputs):
-        return CallBound(self.fn, tuple(inputs.values()), lambda out: out)
+    def bind(self, inputs, scalars=None):
+        return CallBound(self.prim, self.fn, dict(inputs), scalars, _as_array)
 
 
 class FakeBackend(Backend):
-    """Correct (NumPy) by default; subclasses break one thing."""
+    """Correct (the NumPy idiom) by default; subclasses break one thing."""
     name = "fake"
     device = "cpu"
 
@@ -25,27 +28,30 @@ class FakeBackend(Backend):
     def variants(self, primitive):
         return ["v1"]
 
-    def make(self, primitive):
-        return FUNCTIONS[primitive]
+    def make(self, prim):
+        return prim.numpy
 
     def prepare(self, primitive, variant):
-        return _FnKernel(self.make(primitive))
+        prim = catalogue.get(primitive)
+        return _FnKernel(prim, self.make(prim))
 
 
 class ZerosBackend(FakeBackend):
     name = "zeros"
 
-    def make(self, primitive):
-        prim = catalogue.PRIMITIVES[primitive]
-        return lambda *arrays: np.zeros(prim.output_shape(prim.dims_from_inputs(
-            dict(zip(prim.input_shapes(tuple(1 for _ in prim.dim_names)), arrays)))), np.float32)
+    def make(self, prim):
+        def zeros(*arrays, **scalars):
+            dims = prim.dims_from(dict(zip((t.name for t in prim.inputs), arrays)))
+            outs = tuple(np.zeros(prim.shape_of(t, dims), t.np_dtype) for t in prim.returned)
+            return outs[0] if len(outs) == 1 else outs
+        return zeros
 
 
 class CrashBackend(FakeBackend):
     name = "crash"
 
-    def make(self, primitive):
-        def boom(*arrays):
+    def make(self, prim):
+        def boom(*arrays, **scalars):
             raise RuntimeError("segfault-ish failure\nwith a second line that must not be shown")
         return boom
 
@@ -63,18 +69,17 @@ class DriftBackend(FakeBackend):
     name = "drift"
 
     def prepare(self, primitive, variant):
-        fn = FUNCTIONS[primitive]
-        backend = self
+        prim = catalogue.get(primitive)
 
         class K(Kernel):
-            def bind(self, inputs):
+            def bind(self, inputs, scalars=None):
                 calls = {"n": 0}
 
-                def f(*arrays):
+                def f(*arrays, **kw):
                     calls["n"] += 1
-                    out = fn(*arrays)
+                    out = prim.numpy(*arrays, **kw)
                     return out if calls["n"] == 1 else out + np.float32(1.0)
-                return CallBound(f, tuple(inputs.values()), lambda out: out)
+                return CallBound(prim, f, dict(inputs), scalars, _as_array)
         return K()
 
 
@@ -94,18 +99,15 @@ class UnavailableBackend(FakeBackend):
 
 
 class SlowBackend(FakeBackend):
-    """Advances a fake clock by 1 ms per element-equivalent of work, so the time budget bites."""
+    """Advances a fake clock by 10 us per FLOP of work, so the time budget bites."""
     name = "slow"
     clock = None
 
-    def make(self, primitive):
-        prim = catalogue.PRIMITIVES[primitive]
-        fn = FUNCTIONS[primitive]
-
-        def f(*arrays):
-            dims = prim.dims_from_inputs(dict(zip(prim.input_shapes(tuple(1 for _ in prim.dim_names)), arrays)))
-            SlowBackend.clock.now += int(prim.flops(dims) * 1e4)      # 10 µs per FLOP
-            return fn(*arrays)
+    def make(self, prim):
+        def f(*arrays, **kw):
+            dims = prim.dims_from(dict(zip((t.name for t in prim.inputs), arrays)))
+            SlowBackend.clock.now += int(prim.flop_count(dims) * 1e4)
+            return prim.numpy(*arrays, **kw)
         return f
 
 
@@ -116,20 +118,86 @@ class LazyBackend(FakeBackend):
     name = "lazy"
 
     def prepare(self, primitive, variant):
-        fn = FUNCTIONS[primitive]
+        prim = catalogue.get(primitive)
 
         class LazyBound(CallBound):
-            def __init__(self, inputs):
-                super().__init__(self._work, tuple(inputs.values()), lambda out: out)
-                self.buffer, self.calls = None, 0
+            def __init__(self, inputs, scalars):
+                super().__init__(prim, self._work, dict(inputs), scalars, _as_array)
+                self.buffer = None
 
-            def _work(self, *arrays):
-                self.calls += 1
+            def _work(self, *arrays, **kw):
                 if self.buffer is None:
-                    self.buffer = fn(*arrays)
+                    self.buffer = prim.numpy(*arrays, **kw)
                 return self.buffer
 
         class K(Kernel):
-            def bind(self, inputs):
-                return LazyBound(inputs)
+            def bind(self, inputs, scalars=None):
+                return LazyBound(inputs, scalars)
         return K()
+
+
+# Shared by every PooledBound of a run, like memory a freed buffer comes back from.
+POOL: dict[tuple, np.ndarray] = {}
+
+
+class PooledBound(Bound):
+    """A compiled-backend-like case: the output buffer comes from an allocator that hands
+    back recently freed memory (np.empty, cuMemAlloc), and the kernel writes into it.
+    `skip` leaves the last element (or row) unwritten, like a loop bound one short."""
+
+    def __init__(self, prim, inputs, scalars, skip):
+        self.prim, self.inputs, self.scalars, self.skip = prim, inputs, scalars, skip
+        dims = prim.validate(inputs)
+        t = prim.outputs[0]
+        shape = prim.shape_of(t, dims)
+        self.out = POOL.setdefault((t.name, shape), np.empty(shape, t.np_dtype))
+
+    def call(self):
+        t = self.prim.outputs[0]            # the reference rounded to float32: right on every input
+        full = self.prim.reference_outputs(self.inputs, self.scalars)[t.name].astype(t.np_dtype)
+        if self.skip == "element":
+            self.out.reshape(-1)[:-1] = full.reshape(-1)[:-1]
+        elif self.skip == "row":
+            self.out[:-1] = full[:-1]
+        else:
+            self.out[...] = full
+
+    def outputs(self):
+        return {self.prim.outputs[0].name: self.out}
+
+    def poison(self):
+        poison_array(self.out)
+
+
+class PooledBackend(FakeBackend):
+    """Three variants sharing the allocator: right, then two that skip their last element or row."""
+    name = "pooled"
+
+    def variants(self, primitive):
+        return ["right", "skips_last_element", "skips_last_row"] if len(catalogue.get(primitive).dims) > 1 \
+            else ["right", "skips_last_element"]
+
+    def prepare(self, primitive, variant):
+        prim = catalogue.get(primitive)
+        skip = {"right": None, "skips_last_element": "element", "skips_last_row": "row"}[variant]
+
+        class K(Kernel):
+            def bind(self, inputs, scalars=None):
+                return PooledBound(prim, inputs, scalars, skip)
+        return K()
+
+
+class InputWriterBackend(FakeBackend):
+    """Writes into its read-only input through a raw pointer, as a buggy compiled kernel can:
+    numpy's writeable flag cannot stop that, the runner's checksum must."""
+    name = "inputwriter"
+
+    def make(self, prim):
+        import ctypes
+
+        def f(*arrays, **kw):
+            out = prim.numpy(*arrays, **kw)
+            a = arrays[0]
+            ctypes.c_float.from_address(a.ctypes.data).value += 1.0     # behind numpy's back
+            return out
+        return f

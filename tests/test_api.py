@@ -33,8 +33,8 @@ def test_bad_softmax_input(kwargs, msg):
 
 def test_mismatched_shapes_are_named():
     a = np.ones((3, 4), np.float32)
-    with pytest.raises(InputError, match=r"shapes do not match: got a\(3, 4\), b\(5, 2\); expected a\(3, 4\), b\(4, 2\)"):
-        harness.compute("matmul", a=a, b=np.ones((5, 2), np.float32))
+    with pytest.raises(InputError, match=r"shapes do not match: got A\(3, 4\), B\(5, 2\); expected A\(M, K\), B\(K, N\)"):
+        harness.compute("matmul", A=a, B=np.ones((5, 2), np.float32))
     with pytest.raises(InputError, match="shapes do not match"):
         harness.compute("layernorm", x=a, gamma=np.ones(3, np.float32), beta=np.ones(4, np.float32))
     with pytest.raises(InputError, match="shapes do not match"):
@@ -48,6 +48,16 @@ def test_unknown_primitive_backend_variant():
         harness.compute("softmax", x=X, backend="fortran")
     with pytest.raises(InputError, match="no variant 'fast' of softmax; valid: three_pass, online"):
         harness.compute("softmax", x=X, backend="python", variant="fast")
+
+
+def test_scalars_are_passed_by_name():
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32) * np.float32(1e-3)
+    g, b = np.ones(8, np.float32), np.zeros(8, np.float32)
+    default = harness.compute("layernorm", x=x, gamma=g, beta=b, backend="python")
+    small_eps = harness.compute("layernorm", x=x, gamma=g, beta=b, eps=1e-9, backend="python")
+    assert np.abs(small_eps).max() > 1.5 * np.abs(default).max()     # eps dominates a 1e-6 variance
+    with pytest.raises(InputError, match="takes inputs"):
+        harness.compute("layernorm", x=x, gamma=g, beta=b, epsilon=1e-9)
 
 
 def test_unavailable_backend_says_why(register):

@@ -66,6 +66,8 @@ def test_run_writes_results_csv_and_charts_and_exits_0(capsys, tmp_path):
     for stem in ("speedup_add", "throughput_add", "speedup_matmul", "throughput_matmul", "roofline"):
         assert f"{stem}.png" in charts and f"{stem}.svg" in charts
     assert "vs python" in out and "matmul" in out
+    assert doc["schema_version"] == 2 and doc["floors"]["numpy"]["median_s"] > 0
+    assert all(r["outputs"] for r in timed)
 
 
 def test_run_exits_1_when_a_result_is_wrong(capsys, tmp_path, register):
@@ -79,6 +81,25 @@ def test_plot_redraws_from_a_saved_file(capsys, tmp_path):
     _run(capsys, "run", "-p", "relu", "-b", "numpy", "--sizes", "64", "--quick", "--no-charts", "--out", str(tmp_path))
     code, out, _ = _run(capsys, "plot", str(tmp_path / "results.json"), "--out", str(tmp_path / "c"))
     assert code == 0 and (tmp_path / "c" / "throughput_relu.svg").exists()
+
+
+def test_plot_and_show_read_a_version_1_file(capsys, tmp_path):
+    from pathlib import Path
+    v1 = Path(__file__).with_name("data") / "results_v1.json"
+    code, out, err = _run(capsys, "plot", str(v1), "--out", str(tmp_path / "c"), "--summary")
+    assert code == 0, err
+    assert (tmp_path / "c" / "throughput_matmul.svg").exists() and (tmp_path / "c" / "roofline.png").exists()
+    assert "**matmul**" in out
+    code, out, err = _run(capsys, "show", "matmul", "--results", str(v1))
+    assert code == 0, err
+    assert "schema v1" in out and "numpy/numpy" in out
+
+
+def test_show_with_results_from_this_run(capsys, tmp_path):
+    _run(capsys, "run", "-p", "layernorm", "-b", "python,numpy", "--sizes", "16", "--quick", "--no-charts",
+         "--out", str(tmp_path))
+    code, out, _ = _run(capsys, "show", "layernorm", "--results", str(tmp_path / "results.json"))
+    assert code == 0 and "python/two_pass" in out and "schema v2" in out
 
 
 def test_show_puts_the_languages_side_by_side(capsys):

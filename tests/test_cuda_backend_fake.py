@@ -2,11 +2,12 @@
 
 `FakeDriver` stands in for `cuda.bindings.driver`: device memory is host memory, kernel
 launches run the real NVRTC-compiled kernels' *source* on the CPU emulator (tests/cuda_emu),
-events report a fixed time, and an out-of-bounds access in a kernel poisons the context
-with CUDA_ERROR_ILLEGAL_ADDRESS the way a GPU does (sticky: every later call in that
-context fails). The backend code under test is the real one - compile, cache, contexts,
-uploads, launches, timing, end-to-end copies, peaks, fault recovery - driven by the real
-Runner.
+reading each argument with its own type out of the kernelParams array, events report a
+fixed time, and an out-of-bounds access in a kernel poisons the context with
+CUDA_ERROR_ILLEGAL_ADDRESS the way a GPU does (sticky: every later call in that context
+fails). The backend code under test is the real one - specs, compile, cache, contexts,
+uploads, typed launches, poison and restore, timing, the empty-call floor, end-to-end
+copies, peaks, fault recovery - driven by the real Runner.
 
 Every call the backend makes is also made against the real cuda.bindings functions, which
 (with no libcuda here) fail only after converting their arguments: a TypeError there means
@@ -21,13 +22,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cuda_impl import launch as L
-from harness import backends, catalogue
-from harness import cuda_compile as cc
-from harness import cuda_device as cd
+from harness import backends
 from harness.backends.base import BackendError
-from harness.runner import RunConfig, Runner
-from harness.timing import TimingConfig
+from harness.backends.cuda import driver as cd
+from harness.backends.cuda import kernels as K
+from harness.backends.cuda import nvrtc as cc
+from harness.core import catalogue
+from harness.core.declaration import INT_SENTINEL
+from harness.core.runner import RunConfig, Runner
+from harness.core.timing import TimingConfig, perf_clock_ns
+from harness.core.verify import verify
+from harness.errors import InputError
+from tests.test_cuda_demo import demo  # noqa: F401 - a fixture
 
 real_driver = pytest.importorskip("cuda.bindings.driver", reason="cuda-bindings is not installed")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
@@ -36,7 +42,7 @@ FAKE_MS = 0.25                        # every event interval the fake reports
 
 
 class FakeDriver:
-    """Just enough of the CUDA driver API for harness/cuda_device.py, on the CPU."""
+    """Just enough of the CUDA driver API for harness/backends/cuda/driver.py, on the CPU."""
 
     CUresult = real_driver.CUresult
     CUdevice_attribute = real_driver.CUdevice_attribute
@@ -57,6 +63,7 @@ class FakeDriver:
         self.functions: dict[int, tuple[str, str]] = {}
         self.free = 80 << 30
         self.refuse_new_contexts = False
+        self.launches: list[str] = []
         self._next = 1000
 
     # ------------------------------------------------------------------ plumbing
@@ -248,21 +255,24 @@ class FakeDriver:
 
     def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
         from tests.cuda_emu import EmulatorError, compile_kernel, run_kernel
+        from tests.cuda_emu.emu import _DTYPE_OF
         if self._state_error():
             return self._state_error()
         source, name = self.functions[f]
         infos = compile_kernel(source, name).params
-        slots = np.frombuffer((ctypes.c_uint64 * len(infos)).from_address(params), dtype=np.uint64)
+        slots = np.frombuffer((ctypes.c_uint64 * max(1, len(infos))).from_address(params), dtype=np.uint64)
         args = []
         for slot, info in zip(slots, infos):
+            dtype = np.dtype(_DTYPE_OF[(info.kind, info.size)])
             if info.is_pointer:
                 ptr = int(np.frombuffer((ctypes.c_uint64 * 1).from_address(int(slot)), dtype=np.uint64)[0])
-                base = next((b for b, buf in self.mem.items() if b == ptr), None)
-                if base is None:
+                if ptr not in self.mem:                   # a launch gets the start of an allocation
                     return self._err("CUDA_ERROR_INVALID_VALUE")
-                args.append(self.mem[base].view(np.float32))
-            else:
-                args.append(np.frombuffer((ctypes.c_int32 * 1).from_address(int(slot)), dtype=np.int32)[0])
+                args.append(self.mem[ptr].view(dtype))
+            else:                                         # exactly the parameter's width, from its slot
+                raw = (ctypes.c_char * dtype.itemsize).from_address(int(slot))
+                args.append(np.frombuffer(raw, dtype=dtype)[0])
+        self.launches.append(name)
         try:
             run_kernel(source, name, (gx, gy, gz), (bx, by, bz), shared, args)
         except EmulatorError:
@@ -288,8 +298,9 @@ class FakeDriver:
 
 # ----------------------------------------------------------------------------- fixtures
 
-FAULTY_SOURCE = L.source("add") + r'''
+FAULTY_KERNEL = r'''
 // Test only: stores through a wild pointer (address 16, never mapped): an illegal address.
+// launch: grid=cdiv(n, 256) block=256
 extern "C" __global__ void __launch_bounds__(256)
 add_out_of_bounds(const float* a, const float* b, float* out, int n)
 {
@@ -297,12 +308,13 @@ add_out_of_bounds(const float* a, const float* b, float* out, int n)
     volatile float* wild = reinterpret_cast<volatile float*>(16ull);
     if (i < n) wild[i] = a[i] + b[i];
 }
+
 '''
 
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
-    """The fake driver installed under harness.cuda_device, a fresh cuda backend, and the
+    """The fake driver installed under harness.backends.cuda.driver, a fresh cuda backend, and the
     CUBIN -> source map it needs (filled by watching the real compiles)."""
     sources: dict[bytes, str] = {}
     real_compile = cc.compile_cubin
@@ -321,7 +333,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(backends, "_instances", {})
     # Without cupy/torch the peaks fall back to timing our own matmul at 2048^3 - on an
     # emulator that takes minutes: time it at 64^3 instead (same code path).
-    from harness.backends.cuda_backend import CudaBackend
+    from harness.backends.cuda.backend import CudaBackend
     own_sgemm = CudaBackend._own_sgemm
     monkeypatch.setattr(CudaBackend, "_own_sgemm", lambda self, n: own_sgemm(self, 64))
     yield drv
@@ -330,13 +342,15 @@ def fake(monkeypatch, tmp_path):
 
 
 def _with_faulty_add(monkeypatch, tmp_path):
-    path = tmp_path / "add_faulty.cu"
-    path.write_text(FAULTY_SOURCE)
-    fam = L.family("add")
-    bad = L.Variant("out_of_bounds", "add_out_of_bounds", block=lambda d: (256, 1, 1),
-                    grid=lambda d, sms: (L.cdiv(d[0], 256), 1, 1), per_block=lambda d: (256, 1))
-    monkeypatch.setitem(L.FAMILIES, "add", L.Family("add", str(path), fam.scalars, fam.extent,
-                                                    (fam.variants[0], bad, *fam.variants[1:])))
+    """A kernel folder whose add.cu has a faulting variant right after naive: the spec
+    mechanism picks it up from its // launch: line, as it does every kernel."""
+    folder = tmp_path / "faulty"
+    folder.mkdir()
+    add = (K.SOURCE_DIR / "add.cu").read_text()
+    at = add.index("// launch: grid=min(cdiv(n, THREADS)")
+    (folder / "add.cu").write_text(add[:at] + FAULTY_KERNEL.lstrip("\n") + add[at:])
+    monkeypatch.setattr(K, "SOURCE_DIR", folder)
+    assert K.variants("add") == ["naive", "out_of_bounds", "grid_stride", "vec4"]
 
 
 def _run(primitives, variants=None, sizes=(33,)):
@@ -374,6 +388,8 @@ def test_the_runner_verifies_times_and_reports_cuda_variants(fake, monkeypatch):
     assert peaks["gbps"] == pytest.approx(2 * (256 << 20) / (FAKE_MS * 1e-3) / 1e9)
     assert peaks["gbps_physical"] == pytest.approx(2 * 2_619_000e3 * 5120 / 8 / 1e9)
     assert "no cupy/torch" in peaks["gflops_source"] and peaks["gflops"] > 0
+    floor = runner.floors["cuda"]
+    assert floor["median_s"] == pytest.approx(FAKE_MS * 1e-3) and "empty kernel" in floor["how"]
     assert peaks["gflops_physical"] == pytest.approx(132 * 128 * 2 * 1.98)
     # Timing flushed L2 before every sample; e2e copied in and out through pinned memory.
     assert fake.calls["cuMemsetD32Async"] >= fake.calls["cuEventElapsedTime"] - 1
@@ -432,14 +448,110 @@ def test_device_memory_is_checked_before_allocating(fake):
 
 def test_bad_inputs_never_reach_the_device(fake):
     kernel = backends.get("cuda").prepare("softmax", "warp_online")
-    x = np.zeros((4, 8), dtype=np.float64)
-    with pytest.raises(BackendError, match="float32"):
-        kernel.bind({"x": x})
-    with pytest.raises(BackendError, match="float32"):
-        kernel.bind({"x": np.zeros((8, 4), dtype=np.float32).T})          # not C-contiguous
-    with pytest.raises(BackendError, match="expected inputs"):
+    with pytest.raises(InputError, match="float32"):
+        kernel.bind({"x": np.zeros((4, 8), dtype=np.float64)})
+    with pytest.raises(InputError, match="C-contiguous"):
+        kernel.bind({"x": np.zeros((8, 4), dtype=np.float32).T})
+    with pytest.raises(InputError, match="missing x; unexpected y"):
         kernel.bind({"y": np.zeros((4, 8), dtype=np.float32)})
+    with pytest.raises(InputError, match="unknown scalar eps"):
+        kernel.bind({"x": np.zeros((4, 8), dtype=np.float32)}, {"eps": 1.0})
     with pytest.raises(BackendError, match="at most 32768 columns"):
         backends.get("cuda").prepare("softmax", "block_registers").bind(
             {"x": np.zeros((1, 40000), dtype=np.float32)})
     assert fake.calls["cuMemAlloc"] == 1                                  # only the L2 flush buffer
+
+
+def test_a_spec_that_does_not_fit_fails_in_prepare(fake, monkeypatch, tmp_path):
+    folder = tmp_path / "k"
+    folder.mkdir()
+    (folder / "relu.cu").write_text((K.SOURCE_DIR / "relu.cu").read_text().replace(
+        "relu_naive(const float* __restrict__ x, float* __restrict__ y, int n)",
+        "relu_naive(float* __restrict__ x, float* __restrict__ y, int n)"))
+    monkeypatch.setattr(K, "SOURCE_DIR", folder)
+    b = backends.get("cuda")
+    with pytest.raises(BackendError, match="relu_naive: parameter 'x': tensor 'x' has role 'in': declare it `const`"):
+        b.prepare("relu", "naive")
+    assert b.prepare("relu", "vec4").variant == "vec4"
+    with pytest.raises(BackendError, match="no variant 'nope' of relu; valid: naive, grid_stride, vec4"):
+        b.prepare("relu", "nope")
+
+
+def test_scalars_reach_the_kernel_typed(fake):
+    """layernorm's eps is a float32 kernel argument: a different eps gives the answer for
+    that eps (the fake reads the argument with the width the kernel declares)."""
+    prim = catalogue.get("layernorm")
+    dims = (5, 64)
+    inputs = prim.make_inputs(dims, "small_spread", 0)
+    for eps in (1e-5, 1e-2):
+        bound = backends.get("cuda").prepare("layernorm", "block_registers").bind(inputs, {"eps": eps})
+        try:
+            outs = bound.run()
+        finally:
+            bound.close()
+        assert verify(prim, inputs, outs, dims, scalars={"eps": eps}).ok
+    assert not verify(prim, inputs, outs, dims).ok                        # eps = 1e-2 is not the default
+
+
+def test_every_output_is_poisoned_fetched_and_inout_restored(fake, demo):
+    """Several outputs of two dtypes and an inout tensor, through the device: poison() puts
+    NaN and the int64 sentinel into the out tensors, restore() puts the inout one back, and
+    every verified run starts from the same state."""
+    dims = (129, 1000)
+    inputs = demo.make_inputs(dims, "normal", 0)
+    for a in inputs.values():
+        a.flags.writeable = False                                         # as the runner hands them over
+    b = backends.get("cuda")
+    bound = b.prepare("gather_demo", "naive").bind(inputs, {"step": 5})
+    try:
+        bound.poison()
+        outs = bound.outputs()
+        assert set(outs) == {"hits", "y", "src"}
+        assert np.isnan(outs["y"]).all() and (outs["src"] == INT_SENTINEL).all()
+        assert np.array_equal(outs["hits"], inputs["hits"])               # inout: not poisoned, pristine
+        first = bound.run()
+        assert first["src"].dtype == np.int64 and first["hits"].dtype == np.int64
+        assert verify(demo, inputs, first, dims, scalars={"step": 5}).ok
+        bound.call()                                                      # a second step, no restore
+        assert not np.array_equal(bound.outputs()["hits"], first["hits"])
+        bound.restore()
+        assert np.array_equal(bound.outputs()["hits"], inputs["hits"])
+        again = bound.run()
+        assert all(np.array_equal(again[k], first[k]) for k in first)
+        assert bound.time_once(None) == pytest.approx(FAKE_MS * 1e-3)
+        assert bound.time_end_to_end() == pytest.approx(FAKE_MS * 1e-3)
+    finally:
+        bound.close()
+    assert fake.calls["cuMemcpyDtoDAsync"] >= 3                           # restores: device to device
+
+
+def test_the_runner_verifies_a_primitive_with_inout_and_int64_outputs(fake, demo):
+    runner, rows = _run(["gather_demo"], sizes=(65,))
+    assert rows and all(r["status"] == "pass" for r in rows), [(r["phase"], r["reason"]) for r in rows]
+    timed = [r for r in rows if r["phase"] == "timed"]
+    assert len(timed) == 1 and timed[0]["verified_after"] is True
+    assert set(timed[0]["outputs"]) == {"hits", "y", "src"}
+
+
+def test_the_empty_call_floor_launches_an_empty_kernel(fake):
+    b = backends.get("cuda")
+    floor = b.measure_floor(TimingConfig.quick(), perf_clock_ns)
+    assert floor["median_s"] == pytest.approx(FAKE_MS * 1e-3) and floor["samples"] >= 5
+    assert "empty kernel" in floor["how"] and "L2 flush" in floor["how"]
+    assert fake.launches and set(fake.launches) == {"floor_noop"}
+
+
+@pytest.mark.parametrize("check", ["contract", "fault", "cache"])
+def test_the_gpu_checks_hold_against_the_fake_driver(fake, monkeypatch, capsys, check):
+    """tests/gpu_cuda_checks.py only runs where a GPU is; run the checks that are cheap on
+    the emulator here, so their use of the API is proven before a GPU ever sees them."""
+    import tests.gpu_cuda_checks as G
+    from tests.test_cuda_demo import DEMO
+    monkeypatch.setattr(K, "SOURCE_DIR", K.SOURCE_DIR)               # the checks repoint it: put it back after
+    monkeypatch.setitem(catalogue.PRIMITIVES, DEMO.name, DEMO)
+    monkeypatch.setenv("KR_CACHE_DIR", str(cc.cache_dir()))
+    monkeypatch.setattr(G, "failures", [])
+    monkeypatch.setattr(G, "facts", {})
+    with pytest.raises(SystemExit) as info:
+        G.CHECKS[check]()
+    assert info.value.code == 0, capsys.readouterr().out

@@ -1,16 +1,18 @@
 """NVRTC, with no GPU: every .cu compiles for Hopper and Ampere without spills and within
 the launch's resources; the ptxas report is parsed; the CUBIN cache hits and misses when it
-should; a broken kernel gives one clear error with the NVRTC line; `harness build` works."""
+should; a broken kernel gives one clear error with the NVRTC line; `harness build` lists
+every variant from the specs, checks their signatures and flags kernels never launched."""
 from __future__ import annotations
 
 import io
+import shutil
 
 import pytest
 from rich.console import Console
 
-from cuda_impl import launch as L
-from harness import catalogue
-from harness import cuda_compile as cc
+from harness.backends.cuda import kernels as K
+from harness.backends.cuda import nvrtc as cc
+from harness.core import catalogue
 
 try:
     NVRTC = cc.nvrtc_version()
@@ -30,33 +32,47 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+STEMS = [stem for stem in catalogue.stems() if K.source_file(stem)]
+
+
 @pytest.fixture(scope="module")
 def built():
-    """Every primitive compiled for every arch once (fresh, not from any cache)."""
-    return {(p, arch): cc.compile_cubin(L.source(p), f"cuda_impl/{L.family(p).source}", arch, use_cache=False)
-            for p in L.FAMILIES for arch in ARCHES}
+    """Every .cu compiled for every arch once (fresh, not from any cache)."""
+    return {(stem, arch): cc.compile_cubin(K.source_file(stem).text, K.source_file(stem).file, arch, use_cache=False)
+            for stem in STEMS for arch in ARCHES}
+
+
+def _sizes(prim):
+    extra = [(2, 32768)] if prim.dims == ("rows", "cols") else []
+    return [*prim.check_dims, *prim.long_check_dims, *(prim.size_to_dims(n) for n in prim.gpu_ladder), *extra]
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-@pytest.mark.parametrize("primitive", list(L.FAMILIES))
-def test_every_kernel_compiles_without_spills_and_fits_its_launches(built, primitive, arch):
-    comp = built[(primitive, arch)]
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_kernel_compiles_without_spills_and_fits_its_launches(built, stem, arch):
+    comp = built[(stem, arch)]
     assert comp.cubin[:4] == b"\x7fELF", "a CUBIN is an ELF image"
-    prim = catalogue.PRIMITIVES[primitive]
-    dims_set = [*prim.check_dims, *(prim.dims_for(n) for n in prim.gpu_ladder), (2, 32768) if len(prim.dim_names) == 2 else prim.check_dims[0]]
-    for name in L.variants(primitive):
-        v = L.family(primitive).variant(name)
-        res = comp.resources.get(v.kernel)
-        assert res is not None, f"{v.kernel} missing from the ptxas report of {primitive}.cu"
+    for spec in K.kernels_of(stem):
+        prim = catalogue.get(spec.primitive)
+        res = comp.resources.get(spec.kernel)
+        assert res is not None, f"{spec.kernel} missing from the ptxas report of {spec.file}"
         assert res.registers > 0
-        assert (res.spill_stores, res.spill_loads) == (0, 0), f"{v.kernel} spills on {arch}: {res.describe()}"
-        for dims in dims_set:
-            if L.limit(primitive, name, dims):
+        assert (res.spill_stores, res.spill_loads) == (0, 0), f"{spec.kernel} spills on {arch}: {res.describe()}"
+        for dims in _sizes(prim):
+            if K.limit(spec, dims):
                 continue
-            lc = L.launch(primitive, name, dims)
+            lc = K.launch(spec, dims)
             regs = res.registers * lc.threads_per_block
-            assert regs <= REGISTERS_PER_SM, f"{v.kernel} at {dims}: {regs} registers per block"
+            assert regs <= REGISTERS_PER_SM, f"{spec.kernel} at {dims}: {regs} registers per block"
             assert res.smem_bytes + lc.shared_bytes <= 48 * 1024
+
+
+def test_the_test_primitives_kernel_compiles():
+    """tests/test_cuda_demo.py's kernel (int64 pointers, long long and float scalars, a
+    64-bit atomicAdd) is real CUDA, not only emulator C++."""
+    from tests.test_cuda_demo import DEMO_SOURCE
+    comp = cc.compile_cubin(DEMO_SOURCE, "gather_demo.cu", "sm_90", use_cache=False)
+    assert comp.resources["gather_demo_naive"].registers > 0
 
 
 def test_ptxas_report_is_parsed():
@@ -93,7 +109,7 @@ def test_cache_key_changes_with_every_input():
 
 
 def test_cache_is_used_and_lives_outside_the_repo(cache):
-    src = L.source("relu")
+    src = K.source_file("relu").text
     first = cc.compile_cubin(src, "cuda_impl/relu.cu", "sm_90")
     assert not first.cached and first.seconds > 0
     files = sorted(p.name for p in cache.iterdir())
@@ -117,7 +133,7 @@ def test_default_cache_dir_is_not_in_the_repository(monkeypatch):
 
 
 def test_a_broken_kernel_gives_one_clear_error_with_the_nvrtc_line(cache):
-    src = L.source("softmax").replace("const float inv = 1.0f / s;", "const float inv = 1.0f / total;", 1)
+    src = K.source_file("softmax").text.replace("const float inv = 1.0f / s;", "const float inv = 1.0f / total;", 1)
     with pytest.raises(cc.CompileError) as info:
         cc.compile_cubin(src, "cuda_impl/softmax.cu", "sm_90")
     first = str(info.value).splitlines()[0]
@@ -145,23 +161,51 @@ def test_build_prints_one_line_per_kernel(monkeypatch, tmp_path):
     code, text = _run_build(monkeypatch, tmp_path, ["cuda"], arch="sm_80", primitives=["softmax", "matmul"])
     assert code == 0, text
     for p in ("softmax", "matmul"):
-        for v in L.variants(p):
-            kernel = L.family(p).variant(v).kernel
+        for v in K.variants(p):
+            kernel = K.spec(p, v).kernel
             line = next(ln for ln in text.splitlines() if f" {kernel} " in ln)
             assert v in line and "ok" in line
     assert "cuda for sm_80" in text and "12 kernel variants built, 0 failed" in text
 
 
+def _kernel_folder(monkeypatch, tmp_path, **sources):
+    """A kernel folder of this test's own: the real relu.cu, and the given stems' sources."""
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    shutil.copy(K.SOURCE_DIR / "relu.cu", folder / "relu.cu")
+    for stem, text in sources.items():
+        (folder / f"{stem}.cu").write_text(text)
+    monkeypatch.setattr(K, "SOURCE_DIR", folder)
+
+
 def test_build_fails_with_the_log_on_a_compile_error(monkeypatch, tmp_path):
-    broken = tmp_path / "broken.cu"
-    broken.write_text(L.source("add").replace("if (i < n) out[i] = a[i] + b[i];", "if (i < n) out[i] = a[i] + c[i];"))
-    fam = L.family("add")
-    monkeypatch.setitem(L.FAMILIES, "add", type(fam)(fam.primitive, str(broken), fam.scalars, fam.extent,
-                                                      fam.variants))
+    add = K.source_file("add").text
+    _kernel_folder(monkeypatch, tmp_path, add=add.replace("if (i < n) out[i] = a[i] + b[i];",
+                                                          "if (i < n) out[i] = a[i] + c[i];"))
     code, text = _run_build(monkeypatch, tmp_path, ["cuda"], arch="sm_90", primitives=["add", "relu"])
     assert code == 1
     assert 'error: identifier "c" is undefined' in text
     assert "relu_vec4" in text                                 # the other files still build
+
+
+def test_build_checks_signatures_and_flags_kernels_never_launched(monkeypatch, tmp_path):
+    add = K.source_file("add").text
+    add = add.replace("add_vec4(const float* __restrict__ a,", "add_vec4(float* __restrict__ a,")
+    add += '\nextern "C" __global__ void add_spare(const float* a, float* out, int n) { }\n'
+    _kernel_folder(monkeypatch, tmp_path, add=add)
+    code, text = _run_build(monkeypatch, tmp_path, ["cuda"], arch="sm_90", primitives=["add", "relu"])
+    assert code == 1
+    assert "add_vec4: parameter 'a': tensor 'a' has role 'in': declare it `const`" in text
+    assert "add_spare: compiled, but no // launch: line makes it a variant" in text
+    assert "5 kernel variants built, 1 failed" in text         # add naive, grid_stride + relu's three
+
+
+def test_build_reports_a_malformed_file_and_goes_on(monkeypatch, tmp_path):
+    add = K.source_file("add").text.replace("// launch: grid=cdiv(n, THREADS) block=THREADS",
+                                            "// launch: grid=cdiv(n, THREADS) block=THREADS\n// stray comment", 1)
+    _kernel_folder(monkeypatch, tmp_path, add=add)
+    code, text = _run_build(monkeypatch, tmp_path, ["cuda"], arch="sm_90", primitives=["add", "relu"])
+    assert code == 1 and "must be directly above" in text and "relu_vec4" in text
 
 
 def test_build_of_a_backend_without_a_compile_step(monkeypatch, tmp_path):
@@ -173,7 +217,7 @@ def test_build_prints_any_backends_build_report(monkeypatch, tmp_path):
     """`build` is generic: a backend with build_report() (the Mojo one) gets the same table
     and exit status."""
     from harness import backends
-    from harness.backends.numpy_backend import NumpyBackend
+    from harness.backends.numpy_baseline import NumpyBackend
 
     class Compiled(NumpyBackend):
         name = "mojo"

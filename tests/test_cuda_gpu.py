@@ -61,6 +61,10 @@ def test_a_kernel_fault_is_reported_and_the_run_continues():
     _check("fault", timeout=120)
 
 
+def test_every_kind_of_tensor_and_scalar_on_the_gpu():
+    _check("contract", timeout=120)
+
+
 def test_peers_verify_and_time():
     _check("peers", timeout=180)
 

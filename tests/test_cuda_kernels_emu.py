@@ -1,11 +1,13 @@
 """Every CUDA kernel variant, run on the CPU emulator (tests/cuda_emu), verified against the
-catalogue's float64 reference - the main evidence that the kernels are right on a machine
+declaration's float64 reference - the main evidence that the kernels are right on a machine
 without a GPU.
 
-Each case uses the real backend's launch geometry (cuda_impl/launch.py, with an H200's SM
-count), the catalogue's check dims (odd, non-square, not multiples of any tile) and every
-distribution the catalogue declares for the primitive (outliers, large offsets, constant
-rows, ...). The output buffer starts as NaN, so an element no thread writes fails.
+Each case launches exactly as the backend does: the spec read from the .cu (its `// launch:`
+line, with an H200's SM count) and kernels.arguments() laying out the arguments by name.
+It runs at the declaration's check dims (odd, non-square, not multiples of any tile) and
+long check dims, on EVERY distribution the declaration lists, stress ones included (the
+project's own kernels are held to them: large offsets, DC offsets, constant rows).
+Outputs start as NaN (int64 ones as the sentinel), so an element no thread writes fails.
 The emulator runs warps as fibers with real __syncthreads / shuffle semantics and guard
 pages around every buffer, so a missing barrier or an out-of-bounds access fails here too.
 """
@@ -16,113 +18,150 @@ import shutil
 import numpy as np
 import pytest
 
-from cuda_impl import launch as L
-from harness import catalogue
-from harness.verify import verify
+from harness.backends.cuda import kernels as K
+from harness.core import catalogue
+from harness.core.declaration import INT_SENTINEL
+from harness.core.verify import verify
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
 SEED = 0
+WITH_CUDA = [p for p in catalogue.PRIMITIVES.values() if K.variants(p.name)]
 
 
-def run_on_emulator(primitive: str, variant: str, inputs: dict, dims, sm_count: int = L.DEFAULT_SM_COUNT,
-                    pointer_offset: int = 0) -> np.ndarray:
-    """Launch one variant exactly as the backend would; return the output array."""
+def run_on_emulator(spec: K.KernelSpec, prim, inputs: dict, dims, scalars=None,
+                    sm_count: int = K.DEFAULT_SM_COUNT) -> dict:
+    """Launch one variant exactly as the backend would; return every output by name."""
     from tests.cuda_emu import run_kernel
 
-    prim = catalogue.PRIMITIVES[primitive]
-    lc = L.launch(primitive, variant, dims, sm_count)
-    out = np.full(prim.output_shape(dims), np.nan, dtype=np.float32)
-    args = [*inputs.values(), out, *(np.int32(s) for s in lc.scalars)]
-    run_kernel(L.source(primitive), lc.kernel, lc.grid, lc.block, lc.shared_bytes, args)
-    return out
+    lc = K.launch(spec, dims, sm_count)
+    arrays = {}
+    for t in prim.tensors:
+        if t.role == "in":
+            arrays[t.name] = inputs[t.name]
+        elif t.role == "inout":
+            arrays[t.name] = np.array(inputs[t.name], copy=True)
+        else:
+            arrays[t.name] = np.full(prim.shape_of(t, dims), np.nan if t.dtype == "float32" else INT_SENTINEL,
+                                     dtype=t.np_dtype)
+    run_kernel(spec.source, spec.kernel, lc.grid, lc.block, lc.shared_bytes,
+               K.arguments(spec, prim, arrays, dims, scalars))
+    return {t.name: arrays[t.name] for t in prim.outputs}
 
 
 def _check(primitive, variant, dims, distributions, **kw):
-    prim = catalogue.PRIMITIVES[primitive]
+    prim = catalogue.get(primitive)
+    spec = K.spec(primitive, variant)
     failures = []
     for dist in distributions:
         inputs = prim.make_inputs(dims, dist, SEED)
-        v = verify(prim, inputs, run_on_emulator(primitive, variant, inputs, dims, **kw), dims)
+        v = verify(prim, inputs, run_on_emulator(spec, prim, inputs, dims, **kw), dims)
         if not v.ok:
             failures.append(f"{dist}: {v.message}")
     assert not failures, f"{primitive}/{variant} at {dims}:\n" + "\n".join(failures)
 
 
-def _cases(primitive, extra_dims=()):
-    prim = catalogue.PRIMITIVES[primitive]
-    return [pytest.param(primitive, v, dims, id=f"{primitive}-{v}-{prim.shape_label(dims)}")
-            for v in L.variants(primitive) for dims in (*prim.check_dims, *extra_dims)]
+def _cases(which, prims=None):
+    out = []
+    for prim in prims or WITH_CUDA:
+        for v in K.variants(prim.name):
+            for dims in which(prim):
+                out.append(pytest.param(prim.name, v, dims, id=f"{prim.name}-{v}-{prim.shape_label(dims)}"))
+    return out
 
 
-@pytest.mark.parametrize("primitive,variant,dims",
-                         _cases("add") + _cases("relu") + _cases("gelu") + _cases("softmax") + _cases("layernorm"))
-def test_variant_verifies_on_emulator(primitive, variant, dims):
-    _check(primitive, variant, dims, catalogue.PRIMITIVES[primitive].distributions)
+@pytest.mark.parametrize("primitive,variant,dims", _cases(lambda p: p.check_dims))
+def test_variant_verifies_on_every_distribution(primitive, variant, dims):
+    _check(primitive, variant, dims, catalogue.get(primitive).all_distributions)
+
+
+@pytest.mark.parametrize("primitive,variant,dims", _cases(lambda p: p.long_check_dims))
+def test_variant_verifies_at_the_long_check_dims(primitive, variant, dims):
+    """Big enough for many blocks, many loop trips per thread and full tiles."""
+    _check(primitive, variant, dims, catalogue.get(primitive).all_distributions)
 
 
 # Long rows, vectorised (cols % 4 == 0): many float4s per thread, and block_registers at a
 # 512-thread block and at its widest, 1024 threads x 32 values.
 LONG_ROWS = ((4, 16384), (2, 32768))
+ROW_PRIMS = [p for p in WITH_CUDA if p.dims == ("rows", "cols")]
 
 
-@pytest.mark.parametrize("primitive,variant,dims", [
-    pytest.param(p, v, d, id=f"{p}-{v}-{d[0]}x{d[1]}")
-    for p in ("softmax", "layernorm") for v in L.variants(p) for d in LONG_ROWS])
+@pytest.mark.parametrize("primitive,variant,dims", _cases(lambda p: LONG_ROWS, ROW_PRIMS))
 def test_long_rows_verify_on_emulator(primitive, variant, dims):
-    _check(primitive, variant, dims, ("normal", "large_offset"))
+    prim = catalogue.get(primitive)
+    _check(primitive, variant, dims, [d for d in ("normal", "large_offset", "dc_offset") if d in prim.all_distributions])
 
 
-# Matmul: the catalogue's check dims, plus tile-edge cases where the float4 paths are live:
-# K and N multiples of 4 but M, N not multiples of any tile (vector loads with partial tiles),
-# K % 4 == 0 with N % 4 != 0 (vector A loads, scalar B loads and C stores), and a long K
-# on the vector path (many BK steps through shared memory).
+# Matmul: tile-edge cases where the float4 paths are live: K and N multiples of 4 but M, N
+# not multiples of any tile (vector loads with partial tiles), K % 4 == 0 with N % 4 != 0
+# (vector A loads, scalar B loads and C stores), and a long K on the vector path (many BK
+# steps through shared memory).
 MATMUL_EXTRA = ((200, 132, 260), (130, 68, 129), (65, 1000, 132))
 
 
-@pytest.mark.parametrize("primitive,variant,dims", _cases("matmul", MATMUL_EXTRA))
-def test_matmul_variant_verifies_on_emulator(primitive, variant, dims):
-    _check(primitive, variant, dims, catalogue.PRIMITIVES[primitive].distributions)
+@pytest.mark.parametrize("primitive,variant,dims",
+                         _cases(lambda p: MATMUL_EXTRA, [p for p in WITH_CUDA if p.name == "matmul"]))
+def test_matmul_tile_edges_verify_on_emulator(primitive, variant, dims):
+    _check(primitive, variant, dims, catalogue.get(primitive).distributions)
 
 
-@pytest.mark.parametrize("primitive", ["add", "relu", "gelu"])
+ELEMENTWISE = [p.name for p in WITH_CUDA if p.dims == ("n",)]
+
+
+@pytest.mark.parametrize("primitive", ELEMENTWISE)
 @pytest.mark.parametrize("variant", ["grid_stride", "vec4"])
 def test_grid_stride_loops_cover_arrays_larger_than_the_grid(primitive, variant):
     """With the H200's SM count the check sizes fit in one pass of the grid; a 1-SM grid
     (8 blocks of 256) makes every thread go round its loop several times."""
     n = 3 * 8 * 256 * 4 + 3                  # > 3 passes even for vec4, and n % 4 == 3
+    assert K.launch(K.spec(primitive, variant), (n,), sm_count=1).grid == (8, 1, 1)
     _check(primitive, variant, (n,), ("normal",), sm_count=1)
 
 
-@pytest.mark.parametrize("primitive", ["add", "relu", "gelu"])
+@pytest.mark.parametrize("primitive", ELEMENTWISE)
 def test_vec4_falls_back_to_scalar_for_unaligned_pointers(primitive):
     """cuMemAlloc'd buffers are 256-byte aligned, but the kernel must not fault (misaligned
     float4) or skip elements when handed pointers 4 bytes into a buffer: a wrapper kernel
-    calls it with every pointer shifted by one float."""
+    with the same signature calls it with every pointer shifted by one element."""
     from tests.cuda_emu import run_kernel
 
-    prim = catalogue.PRIMITIVES[primitive]
+    prim = catalogue.get(primitive)
+    spec = K.spec(primitive, "vec4")
     n = 1001
+    forwarded = ", ".join(f"{p.name} + 1" if p.pointer else f"{p.name} - 1" if p.name == "n" else p.name
+                          for p in spec.params)
+    wrapper = (f'\nextern "C" __global__ void __launch_bounds__(256) shifted_vec4('
+               f"{', '.join(p.text for p in spec.params)})\n{{ {spec.kernel}({forwarded}); }}\n")
     inputs = prim.make_inputs((n + 1,), "normal", SEED)
-    names = list(inputs)
-    params = ", ".join(f"const float* {k}" for k in names)
-    shifted = ", ".join(f"{k} + 1" for k in names)
-    wrapper = (f'\nextern "C" __global__ void __launch_bounds__(256) shifted_vec4({params}, float* out, int n)\n'
-               f"{{ {primitive}_vec4({shifted}, out + 1, n - 1); }}\n")
-    out = np.full(n + 1, np.nan, dtype=np.float32)
-    lc = L.launch(primitive, "vec4", (n,))
-    run_kernel(L.source(primitive) + wrapper, "shifted_vec4", lc.grid, lc.block, 0,
-               [*inputs.values(), out, np.int32(n + 1)])
-    assert np.isnan(out[0]), "wrote before the shifted output pointer"
-    expect = prim.reference_output({k: a[1:] for k, a in inputs.items()})
-    v = verify(prim, {k: a[1:] for k, a in inputs.items()}, out[1:], (n,), ref=expect)
+    arrays = dict(inputs)
+    for t in prim.returned:
+        arrays[t.name] = np.full(n + 1, np.nan, dtype=np.float32)
+    lc = K.launch(spec, (n,))
+    run_kernel(spec.source + wrapper, "shifted_vec4", lc.grid, lc.block, 0, K.arguments(spec, prim, arrays, (n + 1,)))
+    shifted_in = {k: a[1:] for k, a in inputs.items()}
+    for t in prim.returned:
+        assert np.isnan(arrays[t.name][0]), "wrote before the shifted output pointer"
+    v = verify(prim, shifted_in, {t.name: arrays[t.name][1:] for t in prim.returned}, (n,))
     assert v.ok, v.message
 
 
-@pytest.mark.parametrize("primitive,variant", [("softmax", "block_registers"), ("layernorm", "block_registers")])
-def test_registers_variant_at_its_widest_block(primitive, variant):
+@pytest.mark.parametrize("primitive", [p.name for p in ROW_PRIMS if "block_registers" in K.variants(p.name)])
+def test_registers_variant_at_an_odd_block(primitive):
     """block_registers sizes its block from cols; at 4100 cols (not a multiple of 4: scalar
     slots) the block is 160 threads, not a power of two, and every slot of every thread is used."""
     dims = (3, 4100)
-    assert L.launch(primitive, variant, dims).block[0] == 160
-    _check(primitive, variant, dims, ("normal", "outliers"))
+    assert K.launch(K.spec(primitive, "block_registers"), dims).block[0] == 160
+    _check(primitive, "block_registers", dims, catalogue.get(primitive).all_distributions)
+
+
+def test_layernorm_takes_eps_from_its_scalar():
+    """eps is a kernel argument now: a different eps changes the small-spread rows, and
+    every variant follows it."""
+    prim = catalogue.get("layernorm")
+    dims = (17, 1000)
+    inputs = prim.make_inputs(dims, "small_spread", SEED)
+    for v in K.variants("layernorm"):
+        outs = run_on_emulator(K.spec("layernorm", v), prim, inputs, dims, {"eps": 1e-3})
+        assert verify(prim, inputs, outs, dims, scalars={"eps": 1e-3}).ok, v
+        assert not verify(prim, inputs, outs, dims).ok, f"{v}: eps=1e-3 passes against the default eps"

@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import backends, mojo_build
-from harness.backends.mojo_backend import MojoBackend
+from harness import backends
+from harness.backends.mojo import args as block_args
+from harness.backends.mojo import build as mojo_build
+from harness.backends.mojo.backend import MojoBackend
+from harness.core import catalogue
+from harness.core.runner import RunConfig, Runner
+from harness.core.timing import TimingConfig
 from harness.env import REPO
-from harness.runner import RunConfig, Runner
-from harness.timing import TimingConfig
 
 pytestmark = pytest.mark.mojo
 
@@ -92,8 +95,31 @@ def test_build_report_lists_variants_and_errors(toolchain, sources, tmp_path):
     assert len(gelu) == 1 and gelu[0]["variant"] == "*" and not gelu[0]["ok"]
     assert "gelu.mojo:" in gelu[0]["detail"].splitlines()[0]
     assert [r["variant"] for r in relu] == ["scalar", "simd", "parallel"]
+    assert [r["function"] for r in relu] == ["relu_scalar", "relu_simd", "relu_parallel"]
     assert all(r["ok"] and r["compile_s"] > 0 and r["cached"] is False for r in relu)
     assert all("compiled in" in r["detail"] for r in relu)
+
+
+def test_build_report_checks_the_module_exports_what_the_source_lists(toolchain, sources, tmp_path):
+    """A registration the source reader cannot see (here: def_function behind a helper) is a
+    kernel the harness would never run: the report fails it. A listed name the module
+    does not export fails too."""
+    relu = sources / "relu.mojo"
+    text = relu.read_text()
+    text = text.replace('add_variant[relu_call[relu_parallel]](m, "relu_parallel")',
+                        'hidden[relu_call[relu_parallel]](m)')
+    text = text.replace("@export", 'def hidden[u: Unpack](mut m: PythonModuleBuilder) raises:\n'
+                                   '    m.def_function[entry[u]]("relu_parallel", docstring="unlisted")\n\n\n'
+                                   'def never_called(mut m: PythonModuleBuilder) raises:\n'
+                                   '    add_variant[relu_call[relu_simd]](m, "relu_ghost")\n\n\n@export')
+    text = text.replace("from python_entry import Args,", "from std.python.bindings import PythonModuleBuilder\n"
+                                                          "from python_entry import Unpack, entry, Args,")
+    relu.write_text(text)
+    rows = MojoBackend(sources=sources, cache=tmp_path / "cache").build_report(primitives=["relu"])
+    assert [(r["variant"], r["ok"]) for r in rows] == [("ghost", False), ("scalar", True), ("simd", True),
+                                                       ("?", False)]
+    assert rows[0]["detail"] == "the built module does not export 'relu_ghost'"
+    assert "exports relu_parallel, which no add_variant line registers" in rows[-1]["detail"]
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -117,7 +143,7 @@ def test_second_build_is_a_cache_hit_and_an_edit_rebuilds(toolchain, sources, tm
     # The rebuilt module is the one loaded: it still computes relu.
     x = np.array([-1, 2], np.float32)
     y = np.empty_like(x)
-    edited.module.simd(x.ctypes.data, y.ctypes.data, 2)
+    edited.module.relu_simd(block_args.pack(catalogue.get("relu"), {"x": x, "y": y}, (2,), {}).ctypes.data)
     assert y.tolist() == [0, 2]
 
 
@@ -131,7 +157,7 @@ def test_a_damaged_cached_build_is_rebuilt(toolchain, sources, tmp_path):
     damaged = first.path.with_name(first.path.name + ".damaged")
     damaged.write_bytes(b"not a shared library")
     os.replace(damaged, first.path)
-    script = ("import sys; from pathlib import Path; from harness import mojo_build as b; "
+    script = ("import sys; from pathlib import Path; from harness.backends.mojo import build as b; "
               "r = b.build_module(Path(sys.argv[1]), b.find_toolchain(), Path(sys.argv[2])); "
               "print(r.cached, r.path.name, int(r.module.simd_width()))")
     out = subprocess.run([sys.executable, "-c", script, str(sources / "relu.mojo"), str(cache)], cwd=REPO,
@@ -184,19 +210,19 @@ def test_key_covers_local_imports_only():
 
 COMPILER_OUTPUT = """\
 Failed to initialize Crashpad.  Crash reporting will not be available.
-{d}/relu.mojo:14:36: error: 'unary_entry' parameter 'kernel' has 'Unary' type
-        m.def_function[unary_entry[relu_scalar]]("scalar")
-                                   ^~~~~~~~~~~
+{d}/relu.mojo:14:36: error: 'relu_call' parameter 'kernel' has 'ReluKernel' type
+        add_variant[relu_call[relu_scalar]](m, "relu_scalar")
+                              ^~~~~~~~~~~
 Imported from {d}/relu.mojo:4:
 {d}/python_entry.mojo:7:5: note: function declared here
-def unary_entry[kernel: Unary](x: PythonObject) raises -> PythonObject:
+def add_variant[unpack: Unpack](mut m: PythonModuleBuilder, name: StringSpan[ImmStaticOrigin]) raises:
     ^
-{d}/relu.mojo:14:36: error: 'unary_entry' parameter 'kernel' has 'Unary' type
-        m.def_function[unary_entry[relu_scalar]]("scalar")
-                                   ^~~~~~~~~~~
+{d}/relu.mojo:14:36: error: 'relu_call' parameter 'kernel' has 'ReluKernel' type
+        add_variant[relu_call[relu_scalar]](m, "relu_scalar")
+                              ^~~~~~~~~~~
 Imported from {d}/relu.mojo:4:
 {d}/python_entry.mojo:7:5: note: function declared here
-def unary_entry[kernel: Unary](x: PythonObject) raises -> PythonObject:
+def add_variant[unpack: Unpack](mut m: PythonModuleBuilder, name: StringSpan[ImmStaticOrigin]) raises:
     ^
 {d}/relu.mojo:20:1: error: use of unknown declaration 'foo'
 foo()
@@ -210,9 +236,14 @@ def test_compile_error_message_from_canned_output(tmp_path, monkeypatch):
     d = tmp_path / "mojo_impl"
     message = mojo_build.compile_error_message(d / "relu.mojo", COMPILER_OUTPUT.format(d=d))
     lines = message.splitlines()
-    assert lines[0] == ("mojo build failed: mojo_impl/relu.mojo:14:36: error: 'unary_entry' parameter "
-                        "'kernel' has 'Unary' type (and 1 more errors)")
+    assert lines[0] == ("mojo build failed: mojo_impl/relu.mojo:14:36: error: 'relu_call' parameter "
+                        "'kernel' has 'ReluKernel' type (and 1 more errors)")
     assert str(tmp_path) not in message                    # paths shown relative to where you are
     assert sum("relu.mojo:14:36" in line for line in lines) == 2   # the summary + one copy of the repeat
     assert "mojo_impl/relu.mojo:20:1: error: use of unknown declaration 'foo'" in lines
     assert not any("Crashpad" in line or "failed to parse" in line for line in lines)
+
+
+def test_build_report_for_a_primitive_without_a_mojo_file(toolchain, tmp_path):
+    rows = MojoBackend(sources=tmp_path, cache=tmp_path / "cache").build_report(primitives=["relu"])
+    assert rows == [dict(primitive="relu", variant="", ok=True, detail="no Mojo implementation")]

@@ -1,7 +1,7 @@
 """% of peak and the sanity flags."""
 import pytest
 
-from harness.peaks import NOISE, cpu_physical_gflops, merge, pct_and_flags
+from harness.core.peaks import NOISE, cpu_physical_gflops, merge, pct_and_flags
 
 CPU = {"gflops": 100.0, "gbps": 20.0, "gflops_physical": 400.0, "cache_bytes": 32 << 20}
 GPU = {"gflops": 50_000.0, "gbps": 4000.0, "gbps_physical": 4800.0, "cache_flushed": True, "cache_bytes": 50 << 20}
@@ -55,7 +55,7 @@ def test_no_peaks_no_percent():
 
 
 def test_physical_flop_bound_is_cores_times_clock_times_simd(monkeypatch):
-    import harness.peaks as peaks
+    import harness.core.peaks as peaks
     monkeypatch.setattr(peaks, "cpu_max_hz", lambda: 3.0e9)
     monkeypatch.setattr(peaks.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(peaks, "cpu_flags", lambda: {"avx2", "fma"})

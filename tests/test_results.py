@@ -6,8 +6,12 @@ import os
 
 import pytest
 
-from harness import results
+from pathlib import Path
+
+from harness.core import results
 from harness.errors import UsageError
+
+V1 = Path(__file__).with_name("data") / "results_v1.json"
 
 
 def _doc(rows=None):
@@ -74,7 +78,7 @@ def test_a_write_killed_midway_never_shows_half_a_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("content,msg", [
     ("not json", "cannot read"),
     ('{"a": 1}', "not a Kernel Rosetta results file"),
-    ('{"schema": "kernel-rosetta-results", "schema_version": 99}', "schema_version 99"),
+    ('{"schema": "kernel-rosetta-results", "schema_version": 99}', "schema_version 99; this harness reads versions 1, 2"),
 ])
 def test_load_rejects_other_files_with_one_line(tmp_path, content, msg):
     p = tmp_path / "r.json"
@@ -86,3 +90,28 @@ def test_load_rejects_other_files_with_one_line(tmp_path, content, msg):
 def test_load_missing_file(tmp_path):
     with pytest.raises(UsageError, match="no such results file"):
         results.load(tmp_path / "nope.json")
+
+
+def test_version_2_rows_carry_per_output_verdicts_floors_and_the_declarations(tmp_path):
+    row = results.new_row(primitive="layernorm", backend="numpy", variant="numpy", phase="check", shape="3x5",
+                          status="pass", stress=True, worst_output="y",
+                          outputs={"y": {"ok": True, "tol_used_pct": 12.5}})
+    doc = results.make_document({"machine": "t"}, {}, {}, [row], floors={"numpy": {"median_s": 1e-7}},
+                                baselines={"numpy"})
+    jpath, cpath = results.write(tmp_path, doc)
+    back = results.load(jpath)
+    assert back["schema_version"] == 2 and back["floors"]["numpy"]["median_s"] == 1e-7
+    assert back["primitives"]["layernorm"]["bound"] == "memory" and back["baselines"] == ["numpy"]
+    assert [t["name"] for t in back["primitives"]["layernorm"]["tensors"]] == ["x", "gamma", "beta", "y"]
+    assert back["results"][0]["outputs"]["y"]["tol_used_pct"] == 12.5
+    assert "y: ok 12.5% of tolerance" in cpath.read_text()
+
+
+def test_a_version_1_file_is_upgraded_on_load():
+    doc = results.load(V1)
+    assert doc["schema_version"] == 2 and doc["upgraded_from"] == 1 and doc["floors"] == {}
+    assert doc["primitives"]["matmul"]["bound"] == "compute" and doc["primitives"]["softmax"]["bound"] == "memory"
+    checked = [r for r in doc["results"] if r["tol_used_pct"] is not None]
+    assert checked and all(set(r["outputs"]) == {r["worst_output"]} for r in checked)
+    assert all(r["outputs"][r["worst_output"]]["ok"] == (r["status"] == "pass") for r in checked)
+    assert all(r["stress"] is False for r in doc["results"])

@@ -1,7 +1,7 @@
 """Timing statistics on a fake clock: warm-up by count and by time, then median/IQR."""
 import pytest
 
-from harness.timing import Stats, TimingConfig, cpu_sampler, measure
+from harness.core.timing import Stats, TimingConfig, cpu_sampler, measure
 
 
 class FakeClock:
@@ -74,3 +74,29 @@ def test_iqr_reflects_the_spread():
     stats = measure(cpu_sampler(lambda: clock.work(next(seq) * 1_000_000), clock), cfg, clock)
     assert stats.median_s == pytest.approx(4.5e-3)
     assert stats.p25_s == pytest.approx(2.75e-3) and stats.p75_s == pytest.approx(6.25e-3)
+
+
+def test_calls_under_the_sample_floor_are_batched_and_reported_per_call():
+    clock = FakeClock()
+    cfg = TimingConfig(warmup_calls=3, warmup_s=0.0, min_samples=5, max_samples=5, target_s=0.0,
+                       min_sample_s=10e-6)
+    stats = measure(cpu_sampler(lambda: clock.work(500), clock), cfg, clock, batch=True)   # 0.5 us a call
+    assert stats.calls_per_sample == 20                    # 20 x 0.5 us = the 10 us floor
+    assert stats.median_s == pytest.approx(0.5e-6)         # still per call
+
+
+def test_a_slow_first_call_does_not_shrink_the_batch():
+    clock = FakeClock()
+    durations = iter([50_000] + [200] * 100_000)           # a cold 50 us call, then 0.2 us each
+    cfg = TimingConfig(warmup_calls=1, warmup_s=0.0, min_samples=3, max_samples=3, target_s=0.0,
+                       min_sample_s=10e-6)
+    stats = measure(cpu_sampler(lambda: clock.work(next(durations)), clock), cfg, clock, batch=True)
+    assert stats.calls_per_sample * stats.median_s >= 10e-6
+    assert stats.median_s == pytest.approx(0.2e-6)
+
+
+def test_unbatched_samples_are_one_call_each():
+    clock = FakeClock()
+    cfg = TimingConfig(warmup_calls=1, warmup_s=0.0, min_samples=4, max_samples=4, target_s=0.0)
+    stats = measure(cpu_sampler(lambda: clock.work(100), clock), cfg, clock)
+    assert stats.calls_per_sample == 1 and stats.samples == 4

@@ -1,20 +1,27 @@
 """Peers: what a user would call instead of writing kernels - `torch` and `cupy`, where
-installed. matmul is cuBLAS SGEMM with TF32 OFF (true fp32, as every other backend here);
-the other primitives are each library's own idiomatic call, only where it has one:
+installed. They are baselines: measured on every input, held to the stress inputs by no
+one. matmul is cuBLAS SGEMM with TF32 OFF (true fp32, as every other backend here); the
+other primitives are each library's own idiomatic call, only where it has one:
 
     primitive   torch                                 cupy
     add         torch.add                             cupy.add
     relu        torch.relu                            cupy.maximum(x, 0)
     gelu        F.gelu(approximate="tanh")            -
     softmax     torch.softmax(dim=-1)                 cupyx.scipy.special.softmax(axis=-1)
-    layernorm   F.layer_norm(eps=1e-5)                -
+    layernorm   F.layer_norm(eps=eps)                 -
     matmul      torch.matmul (cuBLAS)                 cupy.matmul (cuBLAS)
 
+An op is called the NumPy way (harness/core/declaration.py): its in and inout tensors
+positionally in declaration order, the declared scalars by name; it returns the out
+tensors and updates inout ones in place.
+
 Timing is the CUDA backend's: CUDA events around the call after an L2 flush
-(harness/cuda_device.EventTimer), in the device's primary context - the one both libraries
-use - on the legacy default stream, which is where both enqueue by default. Each call
-allocates its output through the library's caching allocator, as user code would.
-The end-to-end figure copies from and to pinned host memory, like the CUDA backend's.
+(harness/backends/cuda/driver.EventTimer), in the device's primary context - the one both
+libraries use - on the legacy default stream, which is where both enqueue by default. Each
+call allocates its outputs through the library's caching allocator, as user code would;
+poison() fills what the previous call returned with NaN, in case the allocator hands the
+same memory back. The end-to-end figure copies from and to pinned host memory, like the
+CUDA backend's.
 """
 from __future__ import annotations
 
@@ -24,26 +31,26 @@ from typing import Callable
 
 import numpy as np
 
-from .. import catalogue
-from .. import cuda_device as cd
+from ..core import catalogue
+from ..core.declaration import Primitive
 from .base import Availability, Backend, BackendError, Bound, Kernel
+from .cuda import driver as cd
 
 
 @dataclass(frozen=True)
 class Op:
     variant: str                        # the name shown in tables: what is called
-    make: Callable[[object], Callable]  # library module -> fn(*device arrays) -> device array
+    make: Callable[[object], Callable]  # library module -> fn(*in_and_inout, **scalars) -> out tensor(s)
 
 
 def _torch_ops() -> dict[str, Op]:
-    eps = catalogue.LAYERNORM_EPS
     return {
         "add": Op("add", lambda torch: torch.add),
         "relu": Op("relu", lambda torch: torch.relu),
         "gelu": Op("gelu_tanh", lambda torch: lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
         "softmax": Op("softmax", lambda torch: lambda x: torch.softmax(x, dim=-1)),
-        "layernorm": Op("layer_norm", lambda torch: lambda x, g, b: torch.nn.functional.layer_norm(
-            x, (x.shape[-1],), g, b, eps=eps)),
+        "layernorm": Op("layer_norm", lambda torch: lambda x, gamma, beta, eps: torch.nn.functional.layer_norm(
+            x, (x.shape[-1],), gamma, beta, eps=eps)),
         "matmul": Op("cublas", lambda torch: torch.matmul),
     }
 
@@ -60,9 +67,15 @@ def _cupy_ops() -> dict[str, Op]:
     }
 
 
+def _python_scalars(scalars: dict) -> dict:
+    """Libraries take Python numbers (torch's eps= is a double in C++ anyway)."""
+    return {k: (float(v) if isinstance(v, np.floating) else int(v)) for k, v in scalars.items()}
+
+
 class _LibraryBackend(Backend):
     device = "gpu"
     language = ""
+    baseline = True
     package = ""                        # the pip name to suggest
 
     def __init__(self):
@@ -85,14 +98,20 @@ class _LibraryBackend(Backend):
     def to_host(self, x) -> np.ndarray:
         raise NotImplementedError
 
+    def fill_nan(self, x) -> None:
+        raise NotImplementedError
+
+    def copy_into(self, dst, src) -> None:
+        raise NotImplementedError
+
     def version(self) -> str:
         return getattr(self._lib, "__version__", "?")
 
     def free_bytes(self) -> int:
         raise NotImplementedError
 
-    def end_to_end(self, fn, arrays: list[np.ndarray], out_shape) -> Callable[[], None]:
-        """A callable that copies pinned inputs in, calls fn, copies the output to pinned memory."""
+    def end_to_end(self, fn, prim: Primitive, arrays: dict, scalars: dict, dims) -> Callable[[], None]:
+        """A callable that copies pinned inputs in, calls fn, copies every output to pinned memory."""
         raise NotImplementedError
 
     # the Backend interface -----------------------------------------------------------
@@ -117,16 +136,18 @@ class _LibraryBackend(Backend):
         return Availability(True, detail=f"{self.name} {self.version()} (matmul: cuBLAS SGEMM, TF32 off)")
 
     def variants(self, primitive: str) -> list[str]:
-        op = self.ops.get(primitive)
+        op = self.ops.get(catalogue.get(primitive).name)
         return [op.variant] if op else []
 
     def prepare(self, primitive: str, variant: str) -> Kernel:
-        op = self.ops.get(primitive)
+        prim = catalogue.get(primitive)
+        op = self.ops.get(prim.name)
         if op is None or op.variant != variant:
-            raise BackendError(f"{self.name} has no variant {variant!r} of {primitive}")
+            valid = op.variant if op else "none"
+            raise BackendError(f"{self.name} has no variant {variant!r} of {primitive}; valid: {valid}")
         if not self.availability().ok:
             raise BackendError(f"{self.name} is not available: {self.availability().reason}")
-        return LibraryKernel(self, primitive, op.make(self._lib))
+        return LibraryKernel(self, prim, op.make(self._lib))
 
     def timer(self) -> cd.EventTimer:
         if self._timer is None:
@@ -134,8 +155,26 @@ class _LibraryBackend(Backend):
             self._timer = cd.EventTimer(cd.Context(0, primary=True), info.l2_bytes)
         return self._timer
 
+    def measure_floor(self, timing, clock) -> dict | None:
+        """One library call on one-element tensors (add, else relu), event-timed like every call."""
+        from ..core.timing import measure
+        if not self.availability().ok:
+            return None
+        for name in ("add", "relu"):
+            if name in self.ops and name in catalogue.PRIMITIVES:
+                prim = catalogue.get(name)
+                bound = LibraryKernel(self, prim, self.ops[name].make(self._lib)).bind(
+                    prim.make_inputs(prim.size_to_dims(1), "normal", 0))
+                try:
+                    stats = measure(lambda calls: bound.time_once(clock, calls), timing, clock, batch=False)
+                finally:
+                    bound.close()
+                return {**stats.as_dict(), "how": f"CUDA events around one {self.name} {self.ops[name].variant} "
+                                                  f"call on one-element tensors, after the same L2 flush"}
+        return None
+
     def measure_peaks(self, quick: bool) -> dict | None:
-        from ..cuda_peaks import measure
+        from .cuda.peaks import measure
         return measure(quick)
 
     def max_problem_bytes(self) -> int | None:
@@ -148,45 +187,78 @@ class _LibraryBackend(Backend):
 
 
 class LibraryKernel(Kernel):
-    def __init__(self, backend: _LibraryBackend, primitive: str, fn: Callable):
-        self.backend, self.primitive, self.fn = backend, primitive, fn
+    def __init__(self, backend: _LibraryBackend, prim: Primitive, fn: Callable):
+        self.backend, self.prim, self.fn = backend, prim, fn
 
-    def bind(self, inputs: dict[str, np.ndarray]) -> Bound:
-        return LibraryBound(self, inputs)
+    def bind(self, inputs: dict[str, np.ndarray], scalars: dict | None = None) -> Bound:
+        return LibraryBound(self, inputs, scalars)
 
 
 class LibraryBound(Bound):
     timer = "cuda_events"
     transfer = "pinned"
+    batchable = False                # event-timed
 
-    def __init__(self, kernel: LibraryKernel, inputs: dict[str, np.ndarray]):
-        self.kernel, self.backend = kernel, kernel.backend
-        prim = catalogue.get(kernel.primitive)
-        self._arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in inputs.values()]
-        self._out_shape = tuple(prim.output_shape(prim.dims_from_inputs(inputs)))
-        self._dev = [self.backend.to_device(a) for a in self._arrays]
-        self._out = None
+    def __init__(self, kernel: LibraryKernel, inputs: dict[str, np.ndarray], scalars: dict | None = None):
+        self.kernel, self.backend, self.prim = kernel, kernel.backend, kernel.prim
+        prim = self.prim
+        self.dims = prim.validate(inputs)
+        self._scalars = _python_scalars(prim.scalar_values(scalars))
+        self._host = {t.name: inputs[t.name] for t in prim.inputs}
+        b = self.backend
+        self._dev = {t.name: b.to_device(self._host[t.name]) for t in prim.inputs}
+        self._pristine = {t.name: b.to_device(self._host[t.name]) for t in prim.inputs if t.role == "inout"}
+        self._result = None
         self._e2e = None
 
-    def _call(self) -> None:
-        self._out = self.kernel.fn(*self._dev)
+    def _args(self) -> list:
+        return [self._dev[t.name] for t in self.prim.inputs]
+
+    def _returned(self) -> tuple:
+        n = len(self.prim.returned)
+        if n == 0:
+            return ()
+        return (self._result,) if n == 1 else tuple(self._result)
 
     def call(self) -> None:
-        self._call()
+        self._result = self.kernel.fn(*self._args(), **self._scalars)
 
-    def result(self) -> np.ndarray:
-        return np.ascontiguousarray(self.backend.to_host(self._out), dtype=np.float32)
+    def outputs(self) -> dict[str, np.ndarray]:
+        values = dict(zip((t.name for t in self.prim.returned), self._returned()))
+        for name in self._pristine:
+            values[name] = self._dev[name]
+        out = {}
+        for t in self.prim.outputs:
+            if t.name not in values:
+                raise BackendError(f"{self.backend.name}: {self.prim.name} returned no {t.name!r}")
+            out[t.name] = np.ascontiguousarray(self.backend.to_host(values[t.name]), dtype=t.np_dtype)
+        return out
 
-    def time_once(self, clock) -> float:
-        return self.backend.timer().time(self._call)
+    def poison(self) -> None:
+        if self._result is None:
+            return
+        for v in self._returned():
+            self.backend.fill_nan(v)
+
+    def restore(self) -> None:
+        for name, keep in self._pristine.items():
+            self.backend.copy_into(self._dev[name], keep)
+
+    def time_once(self, clock, calls: int = 1) -> float:
+        self.restore()
+
+        def work():
+            for _ in range(calls):
+                self.call()
+        return self.backend.timer().time(work) / calls
 
     def time_end_to_end(self) -> float:
         if self._e2e is None:
-            self._e2e = self.backend.end_to_end(self.kernel.fn, self._arrays, self._out_shape)
+            self._e2e = self.backend.end_to_end(self.kernel.fn, self.prim, self._host, self._scalars, self.dims)
         return self.backend.timer().time(self._e2e)
 
     def close(self) -> None:
-        self._dev, self._out, self._e2e = [], None, None
+        self._dev, self._pristine, self._result, self._e2e = {}, {}, None, None
 
 
 class TorchBackend(_LibraryBackend):
@@ -212,10 +284,17 @@ class TorchBackend(_LibraryBackend):
         return None
 
     def to_device(self, a):
-        return self._lib.from_numpy(a).to("cuda")
+        return self._lib.from_numpy(np.array(a, copy=True)).to("cuda")   # a copy: case inputs are read-only
 
     def to_host(self, x):
         return x.cpu().numpy()
+
+    def fill_nan(self, x) -> None:
+        if x.dtype.is_floating_point:
+            x.fill_(float("nan"))
+
+    def copy_into(self, dst, src) -> None:
+        dst.copy_(src)
 
     def free_bytes(self) -> int:
         return int(self._lib.cuda.mem_get_info()[0])
@@ -227,14 +306,23 @@ class TorchBackend(_LibraryBackend):
         return {"torch": t.__version__, "torch_cuda": t.version.cuda,
                 "torch_tf32": bool(t.backends.cuda.matmul.allow_tf32)}
 
-    def end_to_end(self, fn, arrays, out_shape):
+    def end_to_end(self, fn, prim, arrays, scalars, dims):
         t = self._lib
-        pinned = [t.from_numpy(a).pin_memory() for a in arrays]
-        out = t.empty(out_shape, dtype=t.float32, pin_memory=True)
+        names = [x.name for x in prim.inputs]
+        pinned = [t.from_numpy(np.array(arrays[n], copy=True)).pin_memory() for n in names]
+        outs = {x.name: t.from_numpy(np.empty(prim.shape_of(x, dims), dtype=x.np_dtype)).pin_memory()
+                for x in prim.outputs}
+        returned = [x.name for x in prim.returned]
 
         def work():
             dev = [p.to("cuda", non_blocking=True) for p in pinned]
-            out.copy_(fn(*dev), non_blocking=True)
+            res = fn(*dev, **scalars)
+            res = (res,) if len(returned) == 1 else tuple(res or ())
+            for name, value in zip(returned, res):
+                outs[name].copy_(value, non_blocking=True)
+            for name, d in zip(names, dev):
+                if name in outs and name not in returned:          # inout: updated in place
+                    outs[name].copy_(d, non_blocking=True)
         return work
 
 
@@ -268,26 +356,43 @@ class CupyBackend(_LibraryBackend):
     def to_host(self, x):
         return self._lib.asnumpy(x)
 
+    def fill_nan(self, x) -> None:
+        if x.dtype.kind == "f":
+            x.fill(np.nan)
+
+    def copy_into(self, dst, src) -> None:
+        dst[...] = src
+
     def free_bytes(self) -> int:
         return int(self._lib.cuda.runtime.memGetInfo()[0])
 
-    def end_to_end(self, fn, arrays, out_shape):
+    def end_to_end(self, fn, prim, arrays, scalars, dims):
         import cupyx
         cp = self._lib
+        names = [x.name for x in prim.inputs]
         pinned = []
-        for a in arrays:
-            p = cupyx.empty_pinned(a.shape, dtype=np.float32)
-            p[...] = a
+        for n in names:
+            p = cupyx.empty_pinned(arrays[n].shape, dtype=arrays[n].dtype)
+            p[...] = arrays[n]
             pinned.append(p)
-        out = cupyx.empty_pinned(out_shape, dtype=np.float32)
-        dev = [cp.empty(a.shape, dtype=cp.float32) for a in arrays]
+        outs = {x.name: cupyx.empty_pinned(prim.shape_of(x, dims), dtype=x.np_dtype) for x in prim.outputs}
+        dev = [cp.empty(arrays[n].shape, dtype=arrays[n].dtype) for n in names]
+        returned = [x.name for x in prim.returned]
 
-        def work():
-            for d, p in zip(dev, pinned):
-                d.set(p)                                # async from pinned memory
-            y = fn(*dev)
+        def get(y, out):
             try:
                 y.get(out=out, blocking=False)
             except TypeError:                           # older cupy: no `blocking`
                 y.get(out=out)
+
+        def work():
+            for d, p in zip(dev, pinned):
+                d.set(p)                                # async from pinned memory
+            res = fn(*dev, **scalars)
+            res = (res,) if len(returned) == 1 else tuple(res or ())
+            for name, value in zip(returned, res):
+                get(value, outs[name])
+            for name, d in zip(names, dev):
+                if name in outs and name not in returned:
+                    get(d, outs[name])
         return work

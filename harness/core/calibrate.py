@@ -20,6 +20,7 @@ the whole point: every honest float32 error passes and every mutant fails.
 from __future__ import annotations
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from . import catalogue
@@ -81,15 +82,19 @@ def calibrate(primitive: str, seeds=SEEDS) -> dict:
         mild, at, missed = float("inf"), "", []
         for dims, dist in mutant_cases(prim, m):
             v = run_mutant(prim, m, dims, dist)
-            if v.tol_used_pct < mild:
+            if v.tol_used_pct < mild or not at:
                 mild, at = v.tol_used_pct, f"{prim.shape_label(dims)} {dist}"
             if v.ok:
                 missed.append(f"{prim.shape_label(dims)} {dist}")
         mutants.append({"name": m.name, "what": m.what, "mildest_pct": mild, "where": at, "missed": missed})
     honest = max(v for k, v in worst.items() if k != "numpy (stress)")
     mildest = min((m["mildest_pct"] for m in mutants), default=None)
+    if mildest is None:
+        margin = None
+    else:                                            # an exact primitive (relu): honest error is 0
+        margin = mildest / honest if honest > 0 else float("inf")
     return {"worst": worst, "where": where, "mutants": mutants, "honest_pct": honest, "mildest_pct": mildest,
-            "margin": (mildest / honest) if mildest is not None and honest > 0 else None}
+            "margin": margin}
 
 
 def _record(worst, where, name, v: Verdict, dims, dist, prim):
@@ -113,13 +118,14 @@ def calibrate_report(primitives, console) -> None:
         cell = lambda k: _pct(w[k]) + (f"\n[dim]{at[k]}[/]" if k in at else "")  # noqa: E731
         mild = min(r["mutants"], key=lambda m: m["mildest_pct"], default=None)
         mild_text = f"{mild['name']}: {_pct(mild['mildest_pct'])}\n[dim]{mild['where']}[/]" if mild else "—"
-        margin = f"{r['margin']:.3g}×" if r["margin"] is not None else "—"
+        margin = "—" if r["margin"] is None else "∞ (exact)" if r["margin"] == float("inf") else f"{r['margin']:.3g}×"
         t.add_row(p, cell("numpy"), cell("numpy (stress)") if catalogue.get(p).stress else "—",
                   cell("naive fp32"), cell("python"), mild_text, margin)
         for m in r["mutants"]:
             status = "[green]caught everywhere[/]" if not m["missed"] else \
                 f"[bold red]MISSED at {', '.join(m['missed'][:4])}[/]"
-            details.append(f"  {p}/{m['name']}: {m['what']}; mildest {_pct(m['mildest_pct'])} at {m['where']}; {status}")
+            details.append(f"  {p}/{m['name']}: {escape(m['what'])}; mildest {_pct(m['mildest_pct'])} at "
+                           f"{m['where']}; {status}")
     console.print(t)
     console.print("[bold]mutants[/] (each must fail wherever it is declared to be caught):", highlight=False)
     for line in details:

@@ -24,8 +24,10 @@ Calling conventions, the same for every primitive:
   * the NumPy idiom and python_impl functions: fn(*in_and_inout_tensors, **scalars), tensors
     positionally in declaration order; they return the `out` tensors (one value, or a
     tuple in declaration order) and update `inout` tensors in place.
-  * compiled kernels receive every tensor in declaration order, then the dims, then the
-    scalars (see harness/backends/mojo and the signature parsing in harness/backends/cuda).
+  * compiled kernels: Mojo kernels receive one argument block whose slots are every tensor
+    in declaration order, then the dims, then the scalars (harness/backends/mojo/args.py);
+    CUDA kernels receive them by parameter name, in any order their signature gives
+    (harness/backends/cuda/kernels.py).
 """
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ Dims = tuple[int, ...]
 DTYPES = {"float32": np.float32, "int64": np.int64}
 SCALAR_DTYPES = {"int32": np.int32, "int64": np.int64, "float32": np.float32}
 ROLES = ("in", "out", "inout")
-INT_SENTINEL = np.int64(-0x7EEE_EEEE_EEEE_EEEF)      # what poisoned int64 outputs hold: no index is negative
+# What poisoned int64 outputs hold: negative (no index or count is) and made of two equal
+# 32-bit halves (0x8111111181111111), so a device can write it with one 32-bit memset.
+INT_SENTINEL = np.int64(-0x7EEE_EEEE_7EEE_EEEF)
 F32_EPS = float(np.finfo(np.float32).eps)          # 1.19e-7
 
 
@@ -75,6 +79,9 @@ class Tensor:
     # out / inout: how close it must be, and to what scale (see harness/core/verify.py).
     tolerance: ToleranceSpec | None = None
     error_scale: Callable | None = None            # fn(inputs, refs, scalars) -> array; None: |ref|
+    # int64 inputs that index something: fn(dims) -> (low, high), every value in [low, high).
+    # Checked before any backend sees the array: a label out of range is a read out of bounds.
+    valid_range: Callable[[dict], tuple[int, int]] | None = None
 
     @property
     def is_input(self) -> bool:
@@ -97,8 +104,25 @@ class Scalar:
     doc: str = ""
 
     def cast(self, value):
-        """The value as the scalar's own type, exactly as a kernel receives it."""
-        return SCALAR_DTYPES[self.dtype](value)
+        """The value as the scalar's own type, exactly as a kernel receives it; InputError for a
+        value that type cannot hold (a fraction for an integer, out of range, NaN)."""
+        kind = SCALAR_DTYPES[self.dtype]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"scalar {self.name!r} must be a number, got {type(value).__name__}") from None
+        if not math.isfinite(number):
+            raise InputError(f"scalar {self.name!r} must be finite, got {value}")
+        if self.dtype == "float32":
+            if abs(number) > float(np.finfo(np.float32).max):
+                raise InputError(f"scalar {self.name!r} = {value} does not fit in float32")
+            return kind(number)
+        if number != int(number):
+            raise InputError(f"scalar {self.name!r} is {self.dtype}, got the fraction {value}")
+        info = np.iinfo(kind)
+        if not info.min <= int(value) <= info.max:
+            raise InputError(f"scalar {self.name!r} = {value} does not fit in {self.dtype}")
+        return kind(int(value))
 
 
 @dataclass(frozen=True)
@@ -282,7 +306,8 @@ class Primitive:
             extra = [n for n in arrays if n not in expected]
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
                 [f"unexpected {', '.join(extra)}"] if extra else [])
-            raise InputError(f"{self.name}: takes inputs ({', '.join(expected)}); {'; '.join(parts)}")
+            scalars = f" and scalars ({', '.join(sc.name for sc in self.scalars)})" if self.scalars else ""
+            raise InputError(f"{self.name}: takes inputs ({', '.join(expected)}){scalars}; {'; '.join(parts)}")
         for t in self.inputs:
             a = arrays[t.name]
             if not isinstance(a, np.ndarray):
@@ -302,6 +327,13 @@ class Primitive:
                 bad = np.argwhere(~np.isfinite(a))[0]
                 raise InputError(f"{self.name}: input {t.name!r} has a non-finite value "
                                  f"({a[tuple(bad)]}) at index {list(map(int, bad))}")
+            if t.valid_range is not None:
+                low, high = t.valid_range(self.dims_dict(dims))
+                outside = (a < low) | (a >= high)
+                if outside.any():
+                    bad = np.argwhere(outside)[0]
+                    raise InputError(f"{self.name}: input {t.name!r} has {int(a[tuple(bad)])} at index "
+                                     f"{list(map(int, bad))}, outside [{low}, {high})")
         return dims
 
     # ------------------------------------------------------------------ cases

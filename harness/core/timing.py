@@ -100,7 +100,16 @@ def measure(sample: Callable[[int], float], config: TimingConfig,
     while calls < config.warmup_calls or (clock() - start) * 1e-9 < config.warmup_s:
         warm.append(sample(1))
         calls += 1
-    per_sample = calls_for(float(np.median(warm[-20:])), config) if batch and warm else 1
+    per_sample = 1
+    if batch and warm:
+        # A cold warm-up call overestimates a call: refine on whole batches (as timeit's
+        # autorange does) until a batch really lasts min_sample_s.
+        per_sample = calls_for(float(np.median(warm[-20:])), config)
+        for _ in range(3):
+            trial = sample(per_sample)
+            if per_sample >= config.max_calls or trial * per_sample >= config.min_sample_s:
+                break
+            per_sample = max(per_sample + 1, calls_for(trial, config))
     samples = []
     start = clock()
     while len(samples) < config.min_samples or (

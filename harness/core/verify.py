@@ -123,6 +123,8 @@ def verify(prim: Primitive, inputs: dict[str, np.ndarray], got: dict, dims=None,
 def _verify_one(prim: Primitive, t: Tensor, inputs, got, dims, refs, scale, scalars) -> OutputVerdict:
     ref = refs[t.name]
     expected_shape = prim.shape_of(t, dims)
+    if isinstance(got, np.generic):              # a 0-d result as NumPy returns it (x.sum())
+        got = np.asarray(got)
     if got is None or not isinstance(got, np.ndarray):
         return _fail(t.name, f"output is {type(got).__name__}, not a numpy array")
     if got.shape != expected_shape:

@@ -255,11 +255,23 @@ class DeviceBuffer:
             check(driver().cuMemcpyDtoH(host.ctypes.data, self.ptr, host.nbytes), "cuMemcpyDtoH")
         return host
 
+    def fill_u32(self, value: int) -> None:
+        """Every 32-bit word of the buffer = value (0x7FC00000: float32 NaN), synchronously."""
+        with self.ctx:
+            check(driver().cuMemsetD32Async(self.ptr, int(value), self.nbytes // 4, 0), "cuMemsetD32Async")
+            self.ctx.synchronize()
+
     def fill_nan(self) -> None:
         """Every float32 of the buffer = NaN (0x7FC00000), synchronously."""
+        self.fill_u32(0x7FC00000)
+
+    def copy_from(self, src: "DeviceBuffer", nbytes: int | None = None) -> None:
+        """Device-to-device copy on the legacy default stream: ordered before any kernel or
+        event enqueued after it, so nothing has to wait for it here."""
+        n = self.nbytes if nbytes is None else int(nbytes)
+        assert n <= self.nbytes and n <= src.nbytes
         with self.ctx:
-            check(driver().cuMemsetD32Async(self.ptr, 0x7FC00000, self.nbytes // 4, 0), "cuMemsetD32Async")
-            self.ctx.synchronize()
+            check(driver().cuMemcpyDtoDAsync(self.ptr, src.ptr, n, 0), "cuMemcpyDtoDAsync")
 
     def free(self) -> None:
         if self.ptr and self.ctx.alive:
@@ -298,12 +310,24 @@ class PinnedBuffer:
 
 class KernelParams:
     """cuLaunchKernel's `kernelParams`: the address of an array of addresses, each pointing at
-    one argument's value. Pointers are 64-bit, sizes int32 - exactly the kernels' types."""
+    one argument's value. Every value is a numpy scalar of exactly its parameter's C type -
+    np.uint64 for a device pointer, np.int32 (int), np.int64 (long long), np.float32 (float) -
+    as harness/backends/cuda/kernels.arguments() lays them out. A Python int or float is
+    refused: its width would be a guess, and a wrong width is a silently wrong argument."""
 
-    def __init__(self, pointers: list[int], ints: tuple[int, ...]):
-        self._values = [np.array([p], dtype=np.uint64) for p in pointers] + \
-                       [np.array([i], dtype=np.int32) for i in ints]
-        self._addresses = np.array([v.ctypes.data for v in self._values], dtype=np.uint64)
+    TYPES = (np.uint64, np.int32, np.int64, np.float32)
+
+    def __init__(self, values):
+        self._values = []
+        for i, v in enumerate(values):
+            if type(v) not in self.TYPES:
+                raise TypeError(f"kernel argument {i} is {type(v).__name__} {v!r}: pass one of "
+                                f"np.uint64 (pointers), np.int32, np.int64, np.float32")
+            self._values.append(np.array([v], dtype=v.dtype))
+        self._addresses = np.array([a.ctypes.data for a in self._values] or [0], dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
     @property
     def address(self) -> int:

@@ -17,7 +17,7 @@ import os
 from typing import Callable
 
 
-from . import cuda_device as cd
+from . import driver as cd
 
 
 def _best(timer: cd.EventTimer, work: Callable[[], None], repeats: int) -> float:
@@ -84,7 +84,7 @@ def _torch_sgemm(n):
 
 def measure(quick: bool, fallback_sgemm: Callable[[int], tuple[float, str]] | None = None,
             ordinal: int = 0) -> dict:
-    """The peaks dict for device "gpu" (see harness.peaks.pct_and_flags)."""
+    """The peaks dict for device "gpu" (see harness.core.peaks.pct_and_flags)."""
     info = cd.device_info(ordinal)
     ctx = cd.Context(ordinal, primary=True)              # the context cupy and torch use
     timer = cd.EventTimer(ctx, info.l2_bytes)

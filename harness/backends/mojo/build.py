@@ -1,5 +1,6 @@
 """Build the Mojo kernels (mojo_impl/*.mojo) into Python extension modules, cache them
-outside the repository, and load them.
+outside the repository, and load them; and read which kernels a source registers,
+without building it.
 
 Why an explicit `mojo build --emit shared-lib` and not `import mojo.importer`: the
 importer passes no compiler flags (no --target-cpu), hashes every .mojo file of the
@@ -34,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from .backends.base import BackendError
-from .env import REPO
+from ...env import REPO
+from ..base import BackendError
 
 SOURCES = REPO / "mojo_impl"
 INSTALL = "pip install mojo-compiler==1.2.0 max-core==26.7.0 max-mojo-libs==26.7.0"
@@ -43,7 +44,7 @@ INSTALL_HINT = f"{INSTALL} (or: pip install -e '.[mojo]')"
 TARGET_CPU_ENV = "KR_MOJO_TARGET_CPU"
 BUILD_TIMEOUT_S = 600
 KEEP_PER_MODULE = 3             # cached builds kept per module (older ones are removed)
-RECIPE = "kernel-rosetta mojo build v1"     # bump to invalidate every cached build
+RECIPE = "kernel-rosetta mojo build v2"     # bump to invalidate every cached build
 MAX_ERROR_LINES = 40
 
 
@@ -125,6 +126,25 @@ def cache_dir() -> Path:
         return Path(base).expanduser() / "mojo"
     xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return Path(xdg).expanduser() / "kernel-rosetta" / "mojo"
+
+
+# ----------------------------------------------------------------------------- registered kernels
+
+# add_variant[relu_call[relu_simd]](m, "relu_simd"), possibly over several lines.
+_REGISTRATION = re.compile(r'\badd_variant\[[^()"]*\]\s*\(\s*\w+\s*,\s*"([^"]*)"\s*\)')
+_COMMENT = re.compile(r"#[^\n]*")
+
+
+def registered(source: Path) -> list[str]:
+    """The kernel names a .mojo file registers with add_variant (python_entry.mojo), in
+    source order: read from the text, so listing variants needs no compiler. A name
+    registered twice is an error (the second would replace the first in the module)."""
+    text = _COMMENT.sub("", Path(source).read_text(encoding="utf-8"))
+    names = _REGISTRATION.findall(text)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BackendError(f"{_display(source)} registers {', '.join(twice)} more than once")
+    return names
 
 
 # ----------------------------------------------------------------------------- the cache key
