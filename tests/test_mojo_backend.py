@@ -30,12 +30,8 @@ from tests import mojo_probe
 
 
 @pytest.fixture(scope="module")
-def backend():
-    b = MojoBackend()
-    avail = b.availability()
-    if not avail.ok:
-        pytest.skip(f"Mojo is not available: {avail.reason} (to install: {avail.hint})")
-    return b
+def backend(mojo_backend):
+    return mojo_backend
 
 
 def never_called(*args):

@@ -22,12 +22,8 @@ CASES = [(p, v) for p in catalogue.PRIMITIVES for v in MojoBackend().variants(p)
 
 
 @pytest.fixture(scope="module")
-def backend():
-    b = MojoBackend()
-    avail = b.availability()
-    if not avail.ok:
-        pytest.skip(f"Mojo is not available: {avail.reason} (to install: {avail.hint})")
-    return b
+def backend(mojo_backend):
+    return mojo_backend
 
 
 def case(prim, dims, dist, seed=0):

@@ -18,6 +18,7 @@ REGISTRY = {
     "cupy": "harness.backends.peers:CupyBackend",
     "torch": "harness.backends.peers:TorchBackend",
     "mojo": "harness.backends.mojo.backend:MojoBackend",
+    "torch-cpu": "harness.backends.torch_cpu:TorchCpuBackend",
 }
 
 _instances: dict[str, Backend] = {}

@@ -106,7 +106,6 @@ class Backend(ABC):
     name: str = ""
     device: str = "cpu"              # "cpu" or "gpu": which peaks its figures are compared with
     description: str = ""
-    language: str = ""               # the folder its sources live in: "python_impl", "cuda_impl", "mojo_impl", ""
     # A baseline is the idiom people use instead (NumPy, torch, cupy): measured on the stress
     # inputs, not held to them. The project's own implementations are.
     baseline: bool = False

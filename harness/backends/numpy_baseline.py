@@ -40,7 +40,6 @@ class NumpyKernel(Kernel):
 class NumpyBackend(Backend):
     name = "numpy"
     device = "cpu"
-    language = ""
     baseline = True
     description = f"NumPy {np.__version__} float32 (matmul: BLAS)"
 

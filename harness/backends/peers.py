@@ -74,7 +74,6 @@ def _python_scalars(scalars: dict) -> dict:
 
 class _LibraryBackend(Backend):
     device = "gpu"
-    language = ""
     baseline = True
     package = ""                        # the pip name to suggest
 

@@ -61,7 +61,6 @@ class PythonKernel(Kernel):
 class PythonBackend(Backend):
     name = "python"
     device = "cpu"
-    language = "python_impl"
     description = f"pure Python on lists ({platform.python_implementation()} {platform.python_version()})"
 
     def availability(self):

@@ -155,32 +155,44 @@ def check_notes(checks: list[dict], baselines: set[str] = frozenset()) -> list[s
     return notes
 
 
+def stress_accuracy(prim_name: str, rows: list[dict]) -> tuple[list[str], list[tuple[str, dict]]]:
+    """The stress distributions run, and per backend/variant the worst check row on each
+    with whether all its checks there passed: {distribution: (worst_row, all_passed)}."""
+    checks = [r for r in rows if r["primitive"] == prim_name and r["phase"] == "check" and r.get("stress")
+              and r["status"] in ("pass", "fail")]
+    dists = list(dict.fromkeys(r["distribution"] for r in checks))
+    table = []
+    for b, v in dict.fromkeys((r["backend"], r["variant"]) for r in checks):
+        cells = {}
+        for d in dists:
+            rs = [r for r in checks if (r["backend"], r["variant"], r["distribution"]) == (b, v, d)]
+            if rs:
+                worst = max(rs, key=lambda r: r["tol_used_pct"] if r["tol_used_pct"] is not None else float("inf"))
+                cells[d] = (worst, all(r["status"] == "pass" for r in rs))
+        table.append((b if v == b else f"{b}/{v}", cells))
+    return dists, table
+
+
 def accuracy_table(prim_name: str, rows: list[dict]) -> Table | None:
     """The worst error of every backend/variant on each stress distribution: the lesson of
     inputs where float32 idioms lose the answer."""
-    prim = catalogue.PRIMITIVES.get(prim_name)
-    checks = [r for r in rows if r["primitive"] == prim_name and r["phase"] == "check" and r.get("stress")
-              and r["status"] in ("pass", "fail")]
-    if not prim or not prim.stress or not checks:
+    dists, table = stress_accuracy(prim_name, rows)
+    if not table:
         return None
-    dists = [d for d in prim.stress if any(r["distribution"] == d for r in checks)]
     t = Table(title=f"{prim_name}: accuracy on stress inputs (worst max |error| over the check sizes; "
                     f"% of tolerance)", title_justify="left", pad_edge=False)
     t.add_column("backend / variant")
     for d in dists:
         t.add_column(d, justify="right")
-    order = list(dict.fromkeys((r["backend"], r["variant"]) for r in checks))
-    for b, v in order:
-        cells = []
+    for name, cells in table:
+        row = []
         for d in dists:
-            rs = [r for r in checks if (r["backend"], r["variant"], r["distribution"]) == (b, v, d)]
-            if not rs:
-                cells.append("—")
+            if d not in cells:
+                row.append("—")
                 continue
-            w = max(rs, key=lambda r: r["tol_used_pct"] if r["tol_used_pct"] is not None else float("inf"))
-            style = "green" if all(r["status"] == "pass" for r in rs) else "red"
-            cells.append(f"[{style}]{fmt_num(w['max_abs_err'], 2)} ({fmt_pct(w['tol_used_pct'])})[/]")
-        t.add_row(escape(f"{b}/{v}" if v != b else b), *cells)
+            w, ok = cells[d]
+            row.append(f"[{'green' if ok else 'red'}]{fmt_num(w['max_abs_err'], 2)} ({fmt_pct(w['tol_used_pct'])})[/]")
+        t.add_row(escape(name), *row)
     return t
 
 

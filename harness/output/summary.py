@@ -10,7 +10,7 @@ where Python was timed, and the accuracy contrast on stress inputs where there a
 """
 from __future__ import annotations
 
-from .report import fmt_pct, fmt_time, fmt_x, peak_text
+from .report import fmt_pct, fmt_time, fmt_x, peak_text, stress_accuracy
 
 MARKS = {"cache-assisted": "ᶜ", "overhead-bound": "ᵒ"}
 ERROR_MARK = "⚠"
@@ -133,25 +133,20 @@ def _primitive_block(prim_name, bound, timed, peaks, sizes_per_primitive) -> lis
 
 
 def _accuracy_block(prim_name, rows) -> list[str]:
-    checks = [r for r in rows if r["primitive"] == prim_name and r["phase"] == "check" and r.get("stress")
-              and r["status"] in ("pass", "fail")]
-    if not checks:
+    dists, table = stress_accuracy(prim_name, rows)
+    if not table:
         return []
-    dists = list(dict.fromkeys(r["distribution"] for r in checks))
     lines = [f"Accuracy of {prim_name} on stress inputs (worst max \\|error\\| over the check sizes, "
              f"and % of tolerance; ✗ = fails):", "",
              "| backend / variant | " + " | ".join(dists) + " |", "|---|" + "---:|" * len(dists)]
-    for b, v in dict.fromkeys((r["backend"], r["variant"]) for r in checks):
-        cells = []
+    for name, cells in table:
+        row = []
         for d in dists:
-            rs = [r for r in checks if (r["backend"], r["variant"], r["distribution"]) == (b, v, d)]
-            if not rs:
-                cells.append("—")
+            if d not in cells or cells[d][0]["max_abs_err"] is None:
+                row.append("—")
                 continue
-            w = max(rs, key=lambda r: r["tol_used_pct"] if r["tol_used_pct"] is not None else float("inf"))
-            bad = "" if all(r["status"] == "pass" for r in rs) else " ✗"
-            err = w["max_abs_err"]
-            cells.append(f"{err:.2g} ({fmt_pct(w['tol_used_pct'])}){bad}" if err is not None else "—")
-        lines.append(f"| {b if v == b else f'{b} / {v}'} | " + " | ".join(cells) + " |")
+            w, ok = cells[d]
+            row.append(f"{w['max_abs_err']:.2g} ({fmt_pct(w['tol_used_pct'])})" + ("" if ok else " ✗"))
+        lines.append(f"| {name.replace('/', ' / ')} | " + " | ".join(row) + " |")
     lines.append("")
     return lines

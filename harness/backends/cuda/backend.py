@@ -104,7 +104,6 @@ class _Session:
 class CudaBackend(Backend):
     name = "cuda"
     device = "gpu"
-    language = "cuda_impl"
     description = "CUDA C kernels (cuda_impl/*.cu), NVRTC-compiled at run time, driver API launches"
 
     def __init__(self):

@@ -104,7 +104,6 @@ class MojoKernel(Kernel):
 class MojoBackend(Backend):
     name = "mojo"
     device = "cpu"
-    language = "mojo_impl"
     description = "Mojo (CPU): mojo_impl/ built as extension modules, SIMD + threads, zero-copy"
 
     def __init__(self, sources: Path = build.SOURCES, cache: Path | None = None):
