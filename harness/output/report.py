@@ -65,8 +65,10 @@ def primitive_table(prim_name: str, rows: list[dict], machine: str = "",
     if not shown:
         return None, skip_notes([r for r in timed if r["status"] == "skip"]) + check_notes(checks, baselines)
     t = Table(title=f"{prim_name} — {prim.summary}", title_justify="left", caption_justify="left",
-              caption=(f"{machine}  ·  median (IQR) after warm-up; throughput in {unit} of minimum traffic"
-                       if prim.bound == "memory" else f"{machine}  ·  median (IQR) after warm-up"),
+              caption=(f"{machine}  ·  median (IQR) after warm-up; {unit} of minimum traffic; % copy BW: of the "
+                       f"measured all-core copy bandwidth" if prim.bound == "memory" else
+                       f"{machine}  ·  median (IQR) after warm-up; % BLAS: of this machine's measured NumPy "
+                       f"matmul"),
               show_lines=False, pad_edge=False)
     for col, just in (("size", "right"), ("backend", "left"), ("variant", "left"), ("median", "right"),
                       ("IQR", "right")):
@@ -75,7 +77,8 @@ def primitive_table(prim_name: str, rows: list[dict], machine: str = "",
         t.add_column("end-to-end", justify="right")
     if has_compile:
         t.add_column("compile", justify="right")
-    for col in (unit, "% peak", "vs python", "vs numpy", "max err", "% tol", "status"):
+    pct_label = "% BLAS" if prim.bound == "compute" else "% copy BW"       # of this machine's, measured
+    for col in (unit, pct_label, "vs python", "vs numpy", "max err", "% tol", "status"):
         t.add_column(col, justify="right" if col != "status" else "left")
     last_size = None
     for r in shown:
