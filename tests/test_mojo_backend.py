@@ -193,6 +193,23 @@ def test_float32_scalar_is_its_bit_pattern_in_the_low_half():
     assert block_args.signature(prim) == "x, gamma, beta, y | rows, cols | eps"
 
 
+def test_every_unpack_expects_the_declarations_slots_and_names_them():
+    """The one place a .mojo file restates the declaration: `args.expect(n)  # x, y | n`.
+    Both the count and the comment must follow it, so a reader of the unpack sees the slots."""
+    import re
+    from harness.backends.mojo.build import SOURCES
+    for prim in catalogue.PRIMITIVES.values():
+        path = SOURCES / f"{prim.file_stem}.mojo"
+        if not path.exists():
+            continue
+        n = len(block_args.layout(prim))
+        want = f"args.expect({n})"
+        lines = [ln for ln in path.read_text().splitlines() if want in ln]
+        assert lines, f"{path.name}: no {want} for {prim.name}"
+        assert any(re.search(r"#\s*" + re.escape(block_args.signature(prim)) + r"\s*$", ln) for ln in lines), \
+            f"{path.name}: {want} is not commented with its slots '{block_args.signature(prim)}'"
+
+
 # ----------------------------------------------------------------------------- bound cases, no compiler
 
 def python_kernel(prim, body, seen=None):

@@ -103,10 +103,6 @@ def check_arch(arch: str) -> str:
     return arch
 
 
-def arch_of(major: int, minor: int) -> str:
-    return f"sm_{major}{minor}"
-
-
 def _check(nvrtc, result, call: str):
     err = result[0]
     if int(err) != 0:
