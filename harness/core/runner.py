@@ -304,7 +304,8 @@ class Runner:
         return self._memory_problem(prim, e.backend, dims)
 
     def _memory_problem(self, prim, b, dims) -> str | None:
-        need_dev = prim.byte_count(dims) + sum(prim.nbytes(t, dims) for t in prim.tensors if t.role == "inout")
+        # every tensor once on the device, plus the pristine copy of each inout one
+        need_dev = sum(prim.nbytes(t, dims) * (2 if t.role == "inout" else 1) for t in prim.tensors)
         limit = b.max_problem_bytes()
         if limit is not None and need_dev > limit:
             return (f"too large for the device: needs {need_dev / 2**30:.2f} GiB, "
