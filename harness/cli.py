@@ -105,16 +105,18 @@ def cmd_list(args) -> int:
         t.add_row(p.name, what, escape(tensors), scalars, dists,
                   f"{p.ladder[0]} … {p.ladder[-1]} ({len(p.ladder)} sizes)")
     console.print(t)
-    t = Table(title="backends and variants (naive first)", title_justify="left")
-    t.add_column("backend")
-    t.add_column("status")
+    bs = backends.all_backends()
+    t = Table(title="variants per backend (naive first)", title_justify="left")
+    t.add_column("primitive")
+    for b in bs:
+        t.add_column(b.name)
     for p in catalogue.PRIMITIVES:
-        t.add_column(p)
-    for b in backends.all_backends():
-        a = b.availability()
-        status = "[green]available[/]" if a.ok else f"[yellow]unavailable[/]: {escape(a.reason)}"
-        t.add_row(b.name, status, *(escape("\n".join(_variants_safe(b, p))) or "—" for p in catalogue.PRIMITIVES))
+        t.add_row(p, *(escape("\n".join(_variants_safe(b, p))) or "—" for b in bs))
     console.print(t)
+    for b in bs:
+        a = b.availability()
+        console.print(f"  {b.name}: " + ("[green]available[/]" if a.ok else f"[yellow]unavailable[/]: {escape(a.reason)}"),
+                      highlight=False)
     console.print("[dim]— : no implementation yet[/]")
     return 0
 

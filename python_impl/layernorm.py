@@ -10,6 +10,12 @@ Variants (naive first):
             when the mean is large (the textbook E[x^2] - E[x]^2 shortcut does not:
             it subtracts two huge, nearly equal numbers). The GPU and Mojo versions
             use the same update to read each row once.
+
+Backward, from x, gamma and dy (the statistics recomputed), with xhat = (x - mean) rstd
+and g = dy * gamma:
+    dx = rstd (g - mean(g) - xhat mean(g xhat)),   dgamma = sum_rows dy xhat,   dbeta = sum_rows dy
+  recompute   per row: the statistics again, the two means, then dx; column sums after
+  one_sweep   the column sums of dgamma and dbeta accumulated while each row is visited
 """
 import math
 
@@ -45,4 +51,49 @@ def layernorm_welford(x, gamma, beta, eps=EPS):
     return out
 
 
-VARIANTS = [layernorm_two_pass, layernorm_welford]      # lesson order: naive first
+
+
+def _row_stats(row, eps):
+    n = len(row)
+    mean = sum(row) / n
+    var = sum((v - mean) * (v - mean) for v in row) / n
+    return mean, 1.0 / math.sqrt(var + eps)
+
+
+def layernorm_backward_recompute(x, gamma, dy, eps=EPS):
+    dx = []
+    for row, grow in zip(x, dy):
+        mean, rstd = _row_stats(row, eps)
+        xhat = [(v - mean) * rstd for v in row]
+        g = [gi * ga for gi, ga in zip(grow, gamma)]
+        mg = sum(g) / len(g)
+        mgx = sum(a * b for a, b in zip(g, xhat)) / len(g)
+        dx.append([rstd * (gj - mg - xj * mgx) for gj, xj in zip(g, xhat)])
+    cols = len(gamma)
+    dgamma = [0.0] * cols
+    dbeta = [0.0] * cols
+    for row, grow in zip(x, dy):                # a second sweep for the column sums
+        mean, rstd = _row_stats(row, eps)
+        for j in range(cols):
+            dgamma[j] += grow[j] * (row[j] - mean) * rstd
+            dbeta[j] += grow[j]
+    return dx, dgamma, dbeta
+
+
+def layernorm_backward_one_sweep(x, gamma, dy, eps=EPS):
+    cols = len(gamma)
+    dgamma, dbeta, dx = [0.0] * cols, [0.0] * cols, []
+    for row, grow in zip(x, dy):
+        mean, rstd = _row_stats(row, eps)
+        xhat = [(v - mean) * rstd for v in row]
+        g = [gi * ga for gi, ga in zip(grow, gamma)]
+        mg = sum(g) / cols
+        mgx = sum(a * b for a, b in zip(g, xhat)) / cols
+        dx.append([rstd * (gj - mg - xj * mgx) for gj, xj in zip(g, xhat)])
+        for j in range(cols):                   # this row's share of the column sums, now
+            dgamma[j] += grow[j] * xhat[j]
+            dbeta[j] += grow[j]
+    return dx, dgamma, dbeta
+
+
+VARIANTS = [layernorm_two_pass, layernorm_welford, layernorm_backward_recompute, layernorm_backward_one_sweep]      # lesson order: naive first

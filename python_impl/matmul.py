@@ -13,6 +13,11 @@ What they buy in Python is small (measured on a 2-core EPYC VM: 1.2-1.5x at 64-2
 and that is the lesson:
 each float is a heap object and each step is dozens of bytecodes, so the interpreter,
 not memory order, is the cost. The same reorders are worth 5-10x in a compiled language.
+
+Backward (dA = dC @ B^T, dB = A^T @ dC):
+  naive       both products as triple loops on the untransposed operands
+  reuse       the forward's best loop order (transposed) on explicitly transposed copies:
+              a backward pass is two forward matmuls
 """
 
 
@@ -54,4 +59,33 @@ def matmul_transposed(a, b):
     return c
 
 
-VARIANTS = [matmul_ijk, matmul_ikj, matmul_transposed]      # lesson order: naive first
+
+
+def matmul_backward_naive(a, b, dc):
+    m, k, n = len(a), len(b), len(b[0])
+    da = [[0.0] * k for _ in range(m)]
+    db = [[0.0] * n for _ in range(k)]
+    for i in range(m):
+        for p in range(k):
+            s = 0.0
+            for j in range(n):               # dA[i, p] = sum_j dC[i, j] * B[p, j]
+                s += dc[i][j] * b[p][j]
+            da[i][p] = s
+    for p in range(k):
+        for j in range(n):
+            s = 0.0
+            for i in range(m):               # dB[p, j] = sum_i A[i, p] * dC[i, j]
+                s += a[i][p] * dc[i][j]
+            db[p][j] = s
+    return da, db
+
+
+def _transpose(x):
+    return [list(col) for col in zip(*x)]
+
+
+def matmul_backward_reuse(a, b, dc):
+    return matmul_transposed(dc, _transpose(b)), matmul_transposed(_transpose(a), dc)
+
+
+VARIANTS = [matmul_ijk, matmul_ikj, matmul_transposed, matmul_backward_naive, matmul_backward_reuse]      # lesson order: naive first

@@ -11,6 +11,11 @@ Variants (naive first):
               Gimelshein 2018): when a new max appears, rescale the running sum by
               exp(old_max - new_max). Then one pass to write. This is the idea the
               CUDA warp-shuffle and Mojo single-pass kernels are built on.
+
+Backward, from the forward's output y and the incoming dy:
+    dx[r, j] = y[r, j] * (dy[r, j] - sum_k dy[r, k] * y[r, k])
+  two_pass    pass 1: the row's dot product <dy, y>; pass 2: write dx
+  fused_row   the same, with zip and a generator for the dot product (fewer bytecodes)
 """
 import math
 
@@ -46,4 +51,27 @@ def softmax_online(x):
     return out
 
 
-VARIANTS = [softmax_three_pass, softmax_online]      # lesson order: naive first
+
+
+def softmax_backward_two_pass(y, dy):
+    out = []
+    for yr, gr in zip(y, dy):
+        s = 0.0
+        for j in range(len(yr)):            # pass 1: <dy, y> for this row
+            s += gr[j] * yr[j]
+        row = [0.0] * len(yr)
+        for j in range(len(yr)):            # pass 2: the gradient
+            row[j] = yr[j] * (gr[j] - s)
+        out.append(row)
+    return out
+
+
+def softmax_backward_fused_row(y, dy):
+    out = []
+    for yr, gr in zip(y, dy):
+        s = sum(g * v for g, v in zip(gr, yr))
+        out.append([v * (g - s) for g, v in zip(gr, yr)])
+    return out
+
+
+VARIANTS = [softmax_three_pass, softmax_online, softmax_backward_two_pass, softmax_backward_fused_row]      # lesson order: naive first

@@ -1,20 +1,14 @@
 """Deliberately broken or slow backends, to test that the harness catches them."""
 import numpy as np
 
-from harness.backends.base import Availability, Backend, Bound, CallBound, Kernel, poison_array
+from harness.backends.base import Availability, Backend, Bound, Kernel, OpsKernel, poison_array
+from harness.backends.ops import HostOps
 from harness.core import catalogue
 
 
-def _as_array(value, dtype):
-    return value if isinstance(value, np.ndarray) else np.asarray(value, dtype=dtype)
-
-
-class _FnKernel(Kernel):
-    def __init__(self, prim, fn):
-        self.prim, self.fn = prim, fn
-
-    def bind(self, inputs, scalars=None):
-        return CallBound(self.prim, self.fn, dict(inputs), scalars, _as_array)
+def _fn_kernel(name, prim, fn):
+    """A kernel that runs fn the NumPy way on host arrays, through the real op layer."""
+    return OpsKernel(HostOps(name, lambda p, v: fn), prim.name, "v1")
 
 
 class FakeBackend(Backend):
@@ -33,7 +27,7 @@ class FakeBackend(Backend):
 
     def prepare(self, primitive, variant):
         prim = catalogue.get(primitive)
-        return _FnKernel(prim, self.make(prim))
+        return _fn_kernel(self.name, prim, self.make(prim))
 
 
 class ZerosBackend(FakeBackend):
@@ -79,7 +73,7 @@ class DriftBackend(FakeBackend):
                     calls["n"] += 1
                     out = prim.numpy(*arrays, **kw)
                     return out if calls["n"] == 1 else out + np.float32(1.0)
-                return CallBound(prim, f, dict(inputs), scalars, _as_array)
+                return _fn_kernel("drift", prim, f).bind(inputs, scalars)
         return K()
 
 
@@ -120,19 +114,15 @@ class LazyBackend(FakeBackend):
     def prepare(self, primitive, variant):
         prim = catalogue.get(primitive)
 
-        class LazyBound(CallBound):
-            def __init__(self, inputs, scalars):
-                super().__init__(prim, self._work, dict(inputs), scalars, _as_array)
-                self.buffer = None
-
-            def _work(self, *arrays, **kw):
-                if self.buffer is None:
-                    self.buffer = prim.numpy(*arrays, **kw)
-                return self.buffer
-
         class K(Kernel):
             def bind(self, inputs, scalars=None):
-                return LazyBound(inputs, scalars)
+                cache = {}
+
+                def work(*arrays, **kw):
+                    if "out" not in cache:
+                        cache["out"] = prim.numpy(*arrays, **kw)
+                    return cache["out"]
+                return _fn_kernel("lazy", prim, work).bind(inputs, scalars)
         return K()
 
 

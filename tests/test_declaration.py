@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from harness.core import catalogue
-from harness.core.declaration import Mutant, Primitive, Scalar, Tensor, Tolerance
+from harness.core.declaration import Backward, Mutant, Primitive, Scalar, Tensor, Tolerance
 from harness.errors import InputError
 
 TOL = Tolerance(0.0, 1e-6)
@@ -78,7 +78,7 @@ def test_inputs_are_seeded_and_int64_inputs_use_their_init():
 
 def test_the_catalogue_resolves_function_names_by_the_longest_primitive_prefix(monkeypatch):
     softmax = catalogue.get("softmax")
-    back = _decl(name="softmax_backward", stem="softmax", forward="softmax")
+    back = _decl(name="softmax_backward", stem="softmax", forward="softmax", backward_of=Backward())
     monkeypatch.setitem(catalogue.PRIMITIVES, back.name, back)
     assert catalogue.resolve("softmax", "softmax_block_online") == (softmax, "block_online")
     assert catalogue.resolve("softmax", "softmax_backward_naive") == (back, "naive")
@@ -92,7 +92,7 @@ def test_declaring_a_name_twice_or_a_missing_forward_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="declared twice"):
         catalogue.declare(_decl(name="add"))
     with pytest.raises(ValueError, match="forward 'nothing' is not declared"):
-        catalogue.declare(_decl(name="x_backward", forward="nothing"))
+        catalogue.declare(_decl(name="x_backward", forward="nothing", backward_of=Backward()))
 
 
 def test_every_shipped_declaration_is_complete():

@@ -47,7 +47,10 @@ def test_broken_kernel_fails_every_primitive(name, broken):
     dims_list = [d for d in prim.check_dims if np.prod(d) >= 33] + [prim.size_to_dims(prim.quick_ladder[1])]
     for dims in dims_list:
         inputs = prim.make_inputs(dims, "normal", 0)
-        v = verify(prim, inputs, broken(prim, inputs, dims), dims)
+        outs = broken(prim, inputs, dims)
+        if broken is _copy_input and all(np.array_equal(outs[k], r) for k, r in prim.reference_outputs(inputs).items()):
+            continue                      # add_backward: a copy of its input IS the answer
+        v = verify(prim, inputs, outs, dims)
         assert not v.ok and v.tol_used_pct > 100 and v.message, (dims, v.tol_used_pct)
 
 

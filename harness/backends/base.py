@@ -19,7 +19,6 @@ next sample or variant. Inputs (`in`) are never written.
 """
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
@@ -87,6 +86,10 @@ class Bound(ABC):
         """Seconds for inputs in + work + outputs out; None where that equals time_once."""
         return None
 
+    def changed_inputs(self) -> list[str]:
+        """The `in` tensors whose contents a kernel changed (it must only read them)."""
+        return []
+
     def close(self) -> None:
         pass
 
@@ -122,6 +125,10 @@ class Backend(ABC):
     def prepare(self, primitive: str, variant: str) -> Kernel:
         ...
 
+    def ops(self):
+        """The backend's op layer (harness/backends/ops.py), or None where it cannot run."""
+        return None
+
     def measure_floor(self, timing, clock) -> dict | None:
         """The empty-call floor: a no-op through the same path as a kernel call, timed the
         same way ({"median_s", "p25_s", "p75_s", "how"}), or None where it cannot be measured."""
@@ -140,50 +147,66 @@ class Backend(ABC):
         return None
 
 
-class CallBound(Bound):
-    """A CPU case: call a Python function the NumPy way (see harness/core/declaration.py):
-    fn(*in_and_inout, **scalars) returns the out tensors and updates inout ones in place.
-    `convert` turns a returned or inout value into a numpy array of its tensor's dtype."""
+def _crc(a) -> int:
+    import zlib
+    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))
 
-    def __init__(self, prim: Primitive, fn: Callable, args: dict, scalars: dict | None,
-                 convert: Callable[[object, np.dtype], np.ndarray]):
-        self.prim, self._fn, self._convert = prim, fn, convert
-        self._names = [t.name for t in prim.inputs]
-        self._inout = [i for i, t in enumerate(prim.inputs) if t.role == "inout"]
-        self._args = [args[n] for n in self._names]
-        self._pristine = {i: copy.deepcopy(self._args[i]) for i in self._inout}
-        for i in self._inout:                        # work on a copy: the caller's arrays stay as given
-            self._args[i] = copy.deepcopy(self._args[i])
-        self._scalars = dict(scalars) if scalars is not None else prim.scalar_values()
-        self._result = None
+
+class OpsBound(Bound):
+    """Bind/run over the op layer (harness/backends/ops.py): the case's inputs uploaded, its
+    outputs allocated, one Call bound to them. `inout` tensors keep a pristine copy in the
+    backend's memory and are restored from it; `out` tensors are poisoned in place."""
+
+    def __init__(self, ops, prim: Primitive, variant: str, inputs: dict[str, np.ndarray], scalars: dict | None):
+        self.ops, self.prim, self.variant = ops, prim, variant
+        dims = prim.validate(inputs)                        # InputError on anything a user got wrong
+        self.dims = dims
+        self.buffers, self.pristine = {}, {}
+        self._crc = {t.name: _crc(inputs[t.name]) for t in prim.tensors if t.role == "in"}
+        for t in prim.tensors:
+            if t.role == "out":
+                self.buffers[t.name] = ops.empty(prim.shape_of(t, dims), t.dtype)
+            else:
+                self.buffers[t.name] = ops.upload(inputs[t.name])
+                if t.role == "inout":
+                    self.pristine[t.name] = ops.upload(inputs[t.name])
+        self._call = ops.call(prim.name, variant, self.buffers, scalars)
 
     def call(self) -> None:
-        self._result = self._fn(*self._args, **self._scalars)
-
-    def restore(self) -> None:
-        for i, value in self._pristine.items():
-            if isinstance(value, np.ndarray):
-                np.copyto(self._args[i], value)
-            else:
-                self._args[i] = copy.deepcopy(value)
+        self._call.run()
 
     def outputs(self) -> dict[str, np.ndarray]:
-        returned = self.prim.returned
-        values = (self._result,) if len(returned) == 1 else tuple(self._result or ())
-        if len(values) != len(returned):
-            raise BackendError(f"{self.prim.name}: the implementation returned {len(values)} values, "
-                               f"expected {len(returned)} ({', '.join(t.name for t in returned)})")
-        outs = {t.name: v for t, v in zip(returned, values)}
-        for i in self._inout:
-            outs[self._names[i]] = self._args[i]
-        return {t.name: self._convert(outs[t.name], t.np_dtype) for t in self.prim.outputs}
+        self.ops.synchronize()
+        return {t.name: self.ops.download(self.buffers[t.name]) for t in self.prim.outputs}
 
     def poison(self) -> None:
-        """A function that writes into an array it returned before (a cache, a reused buffer)
-        must write all of it again: poison what the last call returned."""
-        if self._result is None:
-            return
-        values = (self._result,) if len(self.prim.returned) == 1 else tuple(self._result)
-        for v in values:
-            if isinstance(v, np.ndarray) and v.flags.writeable:
-                poison_array(v)
+        for t in self.prim.returned:
+            self.ops.poison(self.buffers[t.name])
+
+    def restore(self) -> None:
+        for name, keep in self.pristine.items():
+            self.ops.copy(self.buffers[name], keep)
+
+    def changed_inputs(self) -> list[str]:
+        """Each `in` buffer read back and compared with the array it was uploaded from: a
+        kernel that writes into an input (through a pointer, on a device) is caught here."""
+        self.ops.synchronize()
+        return [n for n, c in self._crc.items() if _crc(self.ops.download(self.buffers[n])) != c]
+
+    def close(self) -> None:
+        for b in list(self.buffers.values()) + list(self.pristine.values()):
+            self.ops.free(b)
+        self.buffers, self.pristine = {}, {}
+
+
+class OpsKernel(Kernel):
+    """A (primitive, variant) of a backend with an op layer: bind() makes an OpsBound."""
+
+    bound_class = OpsBound
+
+    def __init__(self, ops, primitive: str, variant: str):
+        from ..core import catalogue
+        self.ops, self.prim, self.variant = ops, catalogue.get(primitive), variant
+
+    def bind(self, inputs: dict[str, np.ndarray], scalars: dict | None = None) -> Bound:
+        return self.bound_class(self.ops, self.prim, self.variant, inputs, scalars)

@@ -10,27 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import catalogue
-from .base import Availability, Backend, BackendError, CallBound, Kernel
+from .base import Availability, Backend, BackendError, OpsKernel
+from .ops import HostOps
 
 
-def _as_array(value, dtype) -> np.ndarray:
-    return value if isinstance(value, np.ndarray) else np.asarray(value, dtype=dtype)
+class NumpyOps(HostOps):
+    """numpy arrays as storage; every kernel is the declaration's NumPy idiom."""
 
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    """A view numpy refuses to write through: an idiom that updated its input would raise."""
-    v = a.view()
-    v.flags.writeable = False
-    return v
-
-
-class NumpyKernel(Kernel):
-    def __init__(self, prim):
-        self.prim = prim
-
-    def bind(self, inputs, scalars=None):
-        args = {t.name: (_read_only(inputs[t.name]) if t.role == "in" else inputs[t.name]) for t in self.prim.inputs}
-        return CallBound(self.prim, self.prim.numpy, args, scalars, _as_array)
+    def __init__(self):
+        super().__init__("numpy", lambda prim, variant: prim.numpy)
 
 
 class NumpyBackend(Backend):
@@ -39,8 +27,14 @@ class NumpyBackend(Backend):
     baseline = True
     description = f"NumPy {np.__version__} float32 (matmul: BLAS)"
 
+    def __init__(self):
+        self._ops = NumpyOps()
+
     def availability(self):
         return Availability(True, detail=self.description)
+
+    def ops(self):
+        return self._ops
 
     def variants(self, primitive):
         return ["numpy"] if catalogue.get(primitive).numpy is not None else []
@@ -48,7 +42,7 @@ class NumpyBackend(Backend):
     def prepare(self, primitive, variant):
         if variant != "numpy":
             raise BackendError(f"numpy has no variant {variant!r} of {primitive}; valid: numpy")
-        return NumpyKernel(catalogue.get(primitive))
+        return OpsKernel(self._ops, primitive, variant)
 
     def measure_floor(self, timing, clock):
         from ..core.timing import call_floor

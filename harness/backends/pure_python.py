@@ -17,11 +17,8 @@ import platform
 import numpy as np
 
 from ..core import catalogue
-from .base import Availability, Backend, BackendError, CallBound, Kernel
-
-
-def _to_numpy(value, dtype) -> np.ndarray:
-    return np.asarray(value, dtype=dtype)
+from .base import Availability, Backend, BackendError, OpsKernel
+from .ops import HostOps
 
 
 def _noop(*args, **kwargs):
@@ -47,15 +44,24 @@ def module_variants(stem: str) -> dict[str, dict[str, object]]:
     return found
 
 
-class PythonKernel(Kernel):
-    def __init__(self, prim, fn):
-        self.prim, self.fn = prim, fn
+class PythonOps(HostOps):
+    """(Nested) lists of Python numbers as storage; kernels are python_impl's functions."""
 
-    def bind(self, inputs, scalars=None):
-        scal = {k: (float(v) if isinstance(v, np.floating) else int(v))
-                for k, v in (scalars if scalars is not None else self.prim.scalar_values()).items()}
-        args = {t.name: inputs[t.name].tolist() for t in self.prim.inputs}
-        return CallBound(self.prim, self.fn, args, scal, _to_numpy)
+    def __init__(self):
+        super().__init__("python", self._function)
+
+    @staticmethod
+    def _function(prim, variant):
+        fns = module_variants(prim.file_stem).get(prim.name, {})
+        if variant not in fns:
+            raise BackendError(f"python has no variant {variant!r} of {prim.name}; valid: {', '.join(fns) or 'none'}")
+        return fns[variant]
+
+    def to_storage(self, array):
+        return np.asarray(array).tolist()
+
+    def python_scalars(self) -> bool:
+        return True
 
 
 class PythonBackend(Backend):
@@ -63,21 +69,24 @@ class PythonBackend(Backend):
     device = "cpu"
     description = f"pure Python on lists ({platform.python_implementation()} {platform.python_version()})"
 
+    def __init__(self):
+        self._ops = PythonOps()
+
     def availability(self):
         return Availability(True, detail=self.description)
 
-    def _functions(self, primitive: str) -> dict[str, object]:
-        prim = catalogue.get(primitive)
-        return module_variants(prim.file_stem).get(prim.name, {})
+    def ops(self):
+        return self._ops
 
     def variants(self, primitive):
-        return list(self._functions(primitive))
+        prim = catalogue.get(primitive)
+        return list(module_variants(prim.file_stem).get(prim.name, {}))
 
     def prepare(self, primitive, variant):
-        fns = self._functions(primitive)
-        if variant not in fns:
-            raise BackendError(f"python has no variant {variant!r} of {primitive}; valid: {', '.join(fns) or 'none'}")
-        return PythonKernel(catalogue.get(primitive), fns[variant])
+        if variant not in self.variants(primitive):
+            raise BackendError(f"python has no variant {variant!r} of {primitive}; "
+                               f"valid: {', '.join(self.variants(primitive)) or 'none'}")
+        return OpsKernel(self._ops, primitive, variant)
 
     def measure_floor(self, timing, clock):
         from ..core.timing import call_floor

@@ -2,9 +2,8 @@
 instead of NumPy, and the other idiom in the accuracy lessons (torch's layer_norm on
 DC-offset rows). A baseline: measured on the stress inputs, not held to them.
 
-The ops are the torch peer's (harness/backends/peers.py), on CPU tensors that share the
-numpy arrays' memory (torch.from_numpy, no copy; read-only case inputs are copied once, at
-bind time). Timing is the CPU backends': perf_counter around back-to-back calls, batched
+The ops are the torch peer's (harness/backends/peers.py), on CPU tensors (a copy of each
+input at bind time, untimed). Timing is the CPU backends': perf_counter around back-to-back calls, batched
 below 10 us. torch uses its own thread pool (all cores); matmul is its CPU BLAS in true
 fp32. Not a dependency: `pip install torch==2.13.0` takes the CPU build.
 """
@@ -13,28 +12,29 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import catalogue
-from .base import Availability, Backend, BackendError, CallBound, Kernel
-from .peers import _python_scalars, _torch_ops
+from ..core.declaration import DTYPES
+from .base import Availability, Backend, BackendError, OpsKernel
+from .ops import HostOps
+from .peers import _torch_ops
 
 CPU_NAMES = {"cublas": "matmul"}           # the GPU peer's variant names that say cuBLAS
 
 
-def _to_numpy(value, dtype) -> np.ndarray:
-    return np.asarray(value.numpy() if hasattr(value, "numpy") else value, dtype=dtype)
+class TorchCpuOps(HostOps):
+    """CPU torch tensors as storage; kernels are the torch peer's ops."""
 
+    def __init__(self, torch, ops):
+        super().__init__("torch-cpu", lambda prim, variant: ops[prim.name].make(torch))
+        self.torch = torch
 
-class TorchCpuKernel(Kernel):
-    def __init__(self, torch, prim, fn):
-        self.torch, self.prim, self.fn = torch, prim, fn
+    def to_storage(self, array):
+        return self.torch.from_numpy(np.array(array, copy=True))
 
-    def bind(self, inputs, scalars=None):
-        t = self.torch
-        # from_numpy shares memory; a read-only array (every case input) would warn and be
-        # writable through the tensor, so those are copied once here, untimed.
-        args = {x.name: t.from_numpy(inputs[x.name] if inputs[x.name].flags.writeable else inputs[x.name].copy())
-                for x in self.prim.inputs}
-        scal = _python_scalars(scalars if scalars is not None else self.prim.scalar_values())
-        return CallBound(self.prim, self.fn, args, scal, _to_numpy)
+    def to_array(self, storage, dtype):
+        return storage.numpy() if hasattr(storage, "numpy") else np.asarray(storage, dtype=DTYPES[dtype])
+
+    def python_scalars(self) -> bool:
+        return True
 
 
 class TorchCpuBackend(Backend):
@@ -45,8 +45,9 @@ class TorchCpuBackend(Backend):
 
     def __init__(self):
         self._torch = None
+        self._ops = None
         self._availability: Availability | None = None
-        self.ops = _torch_ops()
+        self.op_table = _torch_ops()
 
     def availability(self) -> Availability:
         if self._availability is None:
@@ -63,7 +64,7 @@ class TorchCpuBackend(Backend):
         return self._availability
 
     def _variant(self, primitive: str) -> str | None:
-        op = self.ops.get(catalogue.get(primitive).name)
+        op = self.op_table.get(catalogue.get(primitive).name)
         return CPU_NAMES.get(op.variant, op.variant) if op else None
 
     def variants(self, primitive):
@@ -76,8 +77,12 @@ class TorchCpuBackend(Backend):
         if variant != self._variant(primitive):
             raise BackendError(f"torch-cpu has no variant {variant!r} of {primitive}; "
                                f"valid: {self._variant(primitive) or 'none'}")
-        prim = catalogue.get(primitive)
-        return TorchCpuKernel(self._torch, prim, self.ops[prim.name].make(self._torch))
+        return OpsKernel(self.ops(), primitive, variant)
+
+    def ops(self):
+        if self._ops is None and self.availability().ok:
+            self._ops = TorchCpuOps(self._torch, self.op_table)
+        return self._ops
 
     def measure_floor(self, timing, clock):
         if not self.availability().ok:

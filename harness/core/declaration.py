@@ -31,6 +31,7 @@ Calling conventions, the same for every primitive:
 """
 from __future__ import annotations
 
+import inspect
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -73,8 +74,9 @@ class Tensor:
     shape: tuple[str | int, ...]                  # dim names (or fixed sizes); () is one value
     role: str = "in"                               # "in", "out" or "inout"
     dtype: str = "float32"                         # "float32" or "int64"
-    # in / inout: how to make it. None: the case's distribution (float32 only);
-    # otherwise fn(shape, rng, dims: dict) -> array.
+    # in / inout: how to make it. None: the case's distribution (float32 only); otherwise
+    # fn(shape, rng, dims: dict) -> array, or fn(shape, rng, dims, draw) where draw(shape)
+    # gives data of the case's distribution (a softmax backward's y = softmax(draw(shape))).
     init: Callable | None = None
     # out / inout: how close it must be, and to what scale (see harness/core/verify.py).
     tolerance: ToleranceSpec | None = None
@@ -94,6 +96,32 @@ class Tensor:
     @property
     def np_dtype(self):
         return DTYPES[self.dtype]
+
+
+def _takes_draw(fn) -> bool:
+    try:
+        return len(inspect.signature(fn).parameters) >= 4
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class Backward:
+    """How a backward primitive relates to its forward, for the finite-difference proof of its
+    reference and for models: each name is a tensor of the backward primitive, mapped to the
+    forward tensor it stands for.
+
+      saved     inputs taken from the forward pass as they are (x, or the forward output y)
+      upstream  inputs that are gradients of a forward output (dy for y)
+      grads     outputs that are gradients of a forward input (dx for x)
+      unit      forward outputs whose gradient is 1 (a mean loss), with no upstream input
+
+    The backward of out = F(inputs) then computes, for the scalar
+    L = sum_o <F_o, upstream_o> + sum_unit F_u, every dL/d(input) listed in grads."""
+    saved: dict[str, str] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+    grads: dict[str, str] = field(default_factory=dict)
+    unit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +195,8 @@ class Primitive:
     naive_float32: Callable | None = None          # calibrate: a careless but honest float32 version
     mutants: tuple[Mutant, ...] = ()
     stem: str | None = None                        # implementation file stem (default: name)
-    forward: str | None = None                     # a backward primitive names its forward
+    forward: str | None = None                     # a backward primitive names its forward ...
+    backward_of: Backward | None = None            # ... and says how its tensors map onto it
     order: int = 100                               # position in tables and menus
 
     def __repr__(self) -> str:
@@ -202,6 +231,15 @@ class Primitive:
             raise ValueError(f"{self.name}: no output")
         if not set(self.stress).isdisjoint(self.distributions):
             raise ValueError(f"{self.name}: a distribution is both regular and stress")
+        if (self.forward is None) != (self.backward_of is None):
+            raise ValueError(f"{self.name}: a backward primitive needs both forward= and backward_of=")
+        if self.backward_of is not None:
+            b = self.backward_of
+            mine = {t.name for t in self.tensors}
+            for group, names in (("saved", b.saved), ("upstream", b.upstream), ("grads", b.grads)):
+                if set(names) - mine:
+                    raise ValueError(f"{self.name}: backward_of.{group} names {sorted(set(names) - mine)}, "
+                                     f"which are not its tensors")
 
     # ------------------------------------------------------------------ the parts
     @property
@@ -296,7 +334,7 @@ class Primitive:
         want = ", ".join(f"{t.name}({', '.join(map(str, t.shape))})" for t in self.inputs)
         return f"{self.name}: shapes do not match: got {got}; expected {want}"
 
-    def validate(self, arrays: dict) -> Dims:
+    def validate(self, arrays: dict, values: bool = True) -> Dims:
         """Check user arrays against the declaration; return the dims. Every problem is one
         InputError line naming the input: missing or unexpected names, not an ndarray, wrong
         dtype or number of dimensions, empty, not C-contiguous, shapes that disagree, NaN/inf."""
@@ -321,6 +359,8 @@ class Primitive:
             if not a.flags.c_contiguous:
                 raise InputError(f"{self.name}: input {t.name!r} must be C-contiguous (use np.ascontiguousarray)")
         dims = self.dims_from(arrays)
+        if not values:                      # shapes and types only: a model's own intermediate tensors
+            return dims
         for t in self.inputs:
             a = arrays[t.name]
             if t.dtype == "float32" and not np.isfinite(a).all():
@@ -351,9 +391,16 @@ class Primitive:
         args = self.distribution_args.get(distribution, {})
         d = self.dims_dict(dims)
         out = {}
+        def draw(shape):
+            return gen(shape, rng, **args)
         for t in self.inputs:
             shape = self.shape_of(t, dims)
-            a = gen(shape, rng, **args) if t.init is None else t.init(shape, rng, d)
+            if t.init is None:
+                a = draw(shape)
+            elif _takes_draw(t.init):
+                a = t.init(shape, rng, d, draw)
+            else:
+                a = t.init(shape, rng, d)
             out[t.name] = np.ascontiguousarray(a, dtype=t.np_dtype)
         return out
 

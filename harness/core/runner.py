@@ -289,7 +289,7 @@ class Runner:
         if not changed:
             return case
         row.update(status="fail", median_s=None, p25_s=None, p75_s=None, gflops=None, gbps=None,
-                   reason=f"wrote into its read-only input {', '.join(repr(n) for n in changed)}")
+                   reason=_wrote_inputs(changed))
         return self._case(prim, case.dims, case.distribution)
 
     def _skip_reason(self, prim, e: Entry, dims) -> str | None:
@@ -327,12 +327,15 @@ class Runner:
             bound = e.kernel.bind(case.inputs, case.scalars)
             try:
                 outs = bound.run()
+                changed = bound.changed_inputs()
             finally:
                 bound.close()
             v = self._verify(prim, case, outs)
             row.update(v.as_fields())
             row["status"] = "pass" if v.ok else "fail"
             row["reason"] = None if v.ok else v.message
+            if changed:
+                row.update(status="fail", reason=_wrote_inputs(changed))
         except Exception as ex:
             row.update(status="error", reason=one_line(ex))
             self.log(f"{prim.name} {e.backend.name}/{e.variant} check {case.dims} {case.distribution}:\n"
@@ -356,8 +359,9 @@ class Runner:
             outs = bound.outputs()
             v = self._verify(prim, case, outs)
             row.update(v.as_fields())
-            if not v.ok:
-                row.update(status="fail", reason=v.message)
+            changed = bound.changed_inputs()
+            if changed or not v.ok:
+                row.update(status="fail", reason=_wrote_inputs(changed) if changed else v.message)
                 return row
             if first_call_s > budget * 3:
                 row.update(status="skip", reason=(f"time budget: one call took {first_call_s:.3g} s, over the "
@@ -374,6 +378,10 @@ class Runner:
                            transfer=bound.transfer)
             # One more call into poisoned outputs, so that it has to write them all again.
             after_outs = bound.run()
+            changed = bound.changed_inputs()
+            if changed:
+                row.update(status="fail", reason=_wrote_inputs(changed), median_s=None, p25_s=None, p75_s=None)
+                return row
             # Bit-identical to the outputs verified above: the same verdict holds. Otherwise
             # (a non-deterministic kernel, or one that went wrong) verify them in full.
             same = all(isinstance(after_outs.get(k), np.ndarray) and np.array_equal(after_outs[k], a)
@@ -401,6 +409,10 @@ class Runner:
                 except Exception:
                     pass
         return row
+
+
+def _wrote_inputs(names) -> str:
+    return f"wrote into its read-only input {', '.join(repr(n) for n in names)}"
 
 
 def _end_to_end(bound, timing: TimingConfig) -> Stats | None:

@@ -22,7 +22,7 @@ lemma), and pass.
 """
 import numpy as np
 
-from ..core.declaration import Mutant, Primitive, Scalar, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, Mutant, Primitive, Scalar, Tensor, Tolerance, sum_rtol
 from . import _common as c
 from .softmax import sequential_sum
 
@@ -127,4 +127,128 @@ LAYERNORM = Primitive(
                caught_on=("normal", "outliers", "large_offset", "small_spread", "dc_offset", "constant_rows")),
     ))
 
-DECLARED = (LAYERNORM,)
+# ----------------------------------------------------------------------------- backward
+#
+# From x, gamma and the incoming dy (the statistics are recomputed, so the backward needs
+# nothing saved but x), with xhat = (x - mean) * rstd and g = dy * gamma:
+#
+#     dx     = rstd * (g - mean_j(g) - xhat * mean_j(g * xhat))        per row
+#     dgamma = sum_r dy * xhat,   dbeta = sum_r dy                     per column
+#
+# Error model: dx's three terms, each at its own size, plus the error of xhat itself (the
+# forward's model: up to max |xhat| of the row); dgamma and dbeta are sums over the rows.
+
+def _xhat(x, eps):
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    return xc * rstd, rstd
+
+
+def backward_reference(x, gamma, dy, eps):
+    xhat, rstd = _xhat(x, eps)
+    g = dy * gamma
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return {"dx": dx, "dgamma": (dy * xhat).sum(axis=0), "dbeta": dy.sum(axis=0)}
+
+
+def _f64(inputs, *names):
+    return [inputs[n].astype(np.float64) for n in names]
+
+
+def dx_error_scale(inputs, refs, scalars):
+    x, gamma, dy = _f64(inputs, "x", "gamma", "dy")
+    xhat, rstd = _xhat(x, float(scalars["eps"]))
+    xhat = np.abs(xhat)
+    g = np.abs(dy * gamma)
+    mg, mgx = g.mean(axis=-1, keepdims=True), (g * xhat).mean(axis=-1, keepdims=True)
+    return rstd * (g + mg + (xhat + xhat.max(axis=-1, keepdims=True)) * (mgx + mg))
+
+
+def dgamma_error_scale(inputs, refs, scalars):
+    x, dy = _f64(inputs, "x", "dy")
+    xhat = np.abs(_xhat(x, float(scalars["eps"]))[0])
+    return (np.abs(dy) * (xhat + xhat.max(axis=-1, keepdims=True))).sum(axis=0)
+
+
+def dbeta_error_scale(inputs, refs, scalars):
+    return np.abs(inputs["dy"].astype(np.float64)).sum(axis=0)
+
+
+def numpy_layernorm_backward(x, gamma, dy, eps):
+    """What a user writes: the forward's statistics again, then the three terms, in float32."""
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    rstd = F32(1) / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    xhat = xc * rstd
+    g = dy * gamma
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
+def _column_sum(a):
+    return np.cumsum(a, axis=0, dtype=F32)[-1]
+
+
+def careful_layernorm_backward(x, gamma, dy, eps, unbiased=False, project=True):
+    """float32, left-to-right sums, and the forward's shift by each row's first value."""
+    n = x.shape[-1]
+    d = x - x[:, :1]
+    d = d - sequential_sum(d) / F32(n)
+    var = sequential_sum(d * d) / F32(n - 1 if unbiased else n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rstd = F32(1) / np.sqrt(var + F32(eps))
+        xhat = d * rstd
+        g = dy * gamma
+        proj = xhat * (sequential_sum(g * xhat) / F32(n)) if project else F32(0)
+        dx = rstd * (g - sequential_sum(g) / F32(n) - proj)
+        return dx.astype(F32), _column_sum(dy * xhat), _column_sum(dy)
+
+
+def upstream(shape, rng, dims):
+    return rng.standard_normal(shape).astype(F32)
+
+
+LAYERNORM_BACKWARD = Primitive(
+    name="layernorm_backward", summary="gradients of layernorm: dx, dgamma, dbeta (statistics recomputed)",
+    order=51, stem="layernorm", forward="layernorm",
+    backward_of=Backward(saved={"x": "x", "gamma": "gamma"}, upstream={"dy": "y"},
+                         grads={"dx": "x", "dgamma": "gamma", "dbeta": "beta"}),
+    dims=("rows", "cols"),
+    tensors=(Tensor("x", ("rows", "cols")),
+             Tensor("gamma", ("cols",), init=gamma_like),
+             Tensor("dy", ("rows", "cols"), init=upstream),
+             Tensor("dx", ("rows", "cols"), role="out", error_scale=dx_error_scale,
+                    tolerance=lambda d: Tolerance(atol=1e-6, rtol=sum_rtol(d["cols"]))),
+             Tensor("dgamma", ("cols",), role="out", error_scale=dgamma_error_scale,
+                    tolerance=lambda d: Tolerance(atol=1e-6, rtol=sum_rtol(d["rows"]) + sum_rtol(d["cols"]))),
+             Tensor("dbeta", ("cols",), role="out", error_scale=dbeta_error_scale,
+                    tolerance=lambda d: Tolerance(atol=1e-6, rtol=sum_rtol(d["rows"])))),
+    scalars=(Scalar("eps", "float32", 1e-5, "added to the variance, as in the forward"),),
+    reference=backward_reference, numpy=numpy_layernorm_backward,
+    flops=lambda d: 14 * d["rows"] * d["cols"], flops_note="14 FLOP/element: statistics, the three terms, two column sums",
+    size_to_dims=c.square, ladder=c.ROWS_LADDER, quick_ladder=c.ROWS_QUICK, gpu_ladder=c.ROWS_GPU,
+    check_dims=c.ROWS_CHECKS, long_check_dims=c.ROWS_LONG,
+    distributions=("normal", "outliers", "small_spread"),
+    stress=("large_offset", "dc_offset", "constant_rows"),
+    distribution_args={"large_offset": {"offset": 100.0}},
+    naive_float32=careful_layernorm_backward,
+    mutants=(
+        Mutant("no_projection", "dx without its xhat * mean(g * xhat) term",
+               lambda x, gamma, dy, eps: careful_layernorm_backward(x, gamma, dy, eps, project=False),
+               caught_on=("normal", "outliers", "small_spread"), where=several_columns),
+        Mutant("dgamma_without_xhat", "dgamma = sum of dy (the dbeta formula)",
+               lambda x, gamma, dy, eps: (lambda r: (r[0], r[2].copy(), r[2]))(
+                   careful_layernorm_backward(x, gamma, dy, eps)),
+               caught_on=("normal", "outliers", "small_spread")),
+        Mutant("eps_1e-6", "eps = 1e-6 instead of the declared 1e-5",
+               lambda x, gamma, dy, eps: careful_layernorm_backward(x, gamma, dy, F32(eps) * F32(0.1)),
+               caught_on=("small_spread",), where=several_columns),
+        Mutant("float32_mean", "subtracts a float32 mean without a shift (the NumPy idiom)",
+               numpy_layernorm_backward, caught_on=("dc_offset",), where=several_columns),
+        Mutant("unbiased_variance", "divides the squared deviations by cols - 1",
+               lambda x, gamma, dy, eps: careful_layernorm_backward(x, gamma, dy, eps, unbiased=True),
+               caught_on=("normal", "outliers"), where=lambda d: 1 < d["cols"] <= 1000),
+    ))
+
+DECLARED = (LAYERNORM, LAYERNORM_BACKWARD)

@@ -12,7 +12,7 @@ misses by ~1/rtol.
 """
 import numpy as np
 
-from ..core.declaration import Mutant, Primitive, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance, sum_rtol
 from . import _common as c
 
 F32 = np.float32
@@ -97,4 +97,81 @@ MATMUL = Primitive(
                caught_on=("normal", "outliers", "positive")),
     ))
 
-DECLARED = (MATMUL,)
+# ----------------------------------------------------------------------------- backward
+# dA = dC @ B^T is a dot product over N, dB = A^T @ dC one over M: the same error model
+# as the forward, with the sums they make.
+
+def backward_reference(A, B, dC):
+    return {"dA": dC @ B.T, "dB": A.T @ dC}
+
+
+def _f64(inputs, name):
+    return inputs[name].astype(np.float64)
+
+
+def dA_error_scale(inputs, refs, scalars):
+    dC, B = _f64(inputs, "dC"), _f64(inputs, "B")
+    return np.abs(refs["dA"]) + np.sqrt((dC * dC) @ (B * B).T)
+
+
+def dB_error_scale(inputs, refs, scalars):
+    A, dC = _f64(inputs, "A"), _f64(inputs, "dC")
+    return np.abs(refs["dB"]) + np.sqrt((A * A).T @ (dC * dC))
+
+
+def numpy_matmul_backward(A, B, dC):
+    return dC @ B.T, A.T @ dC
+
+
+def naive_matmul_backward(A, B, dC):
+    return naive_matmul(dC, np.ascontiguousarray(B.T)), naive_matmul(np.ascontiguousarray(A.T), dC)
+
+
+def backward_tf32(A, B, dC):
+    A32, B32, dC32 = (round_to_tf32(t).astype(np.float64) for t in (A, B, dC))
+    return (dC32 @ B32.T).astype(F32), (A32.T @ dC32).astype(F32)
+
+
+def dB_reads_A_untransposed(A, B, dC):
+    """dB = A^T @ dC with A^T taken as A's memory read in the other shape: a forgotten transpose."""
+    M, K = A.shape
+    return dC @ B.T, np.ascontiguousarray(A).reshape(K, M) @ dC
+
+
+def dA_drops_last_n(A, B, dC):
+    return dC[:, :-1] @ B[:, :-1].T, A.T @ dC
+
+
+def tf32_backward_extra_dims():
+    ks = sorted(set(c.MATMUL_LADDER) | set(c.MATMUL_GPU))
+    return tuple((k, 8, k) for k in ks)           # long sums over both M (for dB) and N (for dA)
+
+
+MATMUL_BACKWARD = Primitive(
+    name="matmul_backward", summary="gradients of C = A @ B: dA = dC @ B^T, dB = A^T @ dC", order=61,
+    stem="matmul", forward="matmul",
+    backward_of=Backward(saved={"A": "A", "B": "B"}, upstream={"dC": "C"}, grads={"dA": "A", "dB": "B"}),
+    dims=("M", "K", "N"),
+    tensors=(Tensor("A", ("M", "K")), Tensor("B", ("K", "N")), Tensor("dC", ("M", "N")),
+             Tensor("dA", ("M", "K"), role="out", error_scale=dA_error_scale,
+                    tolerance=lambda d: Tolerance(atol=1e-6, rtol=sum_rtol(d["N"]))),
+             Tensor("dB", ("K", "N"), role="out", error_scale=dB_error_scale,
+                    tolerance=lambda d: Tolerance(atol=1e-6, rtol=sum_rtol(d["M"])))),
+    reference=backward_reference, numpy=numpy_matmul_backward,
+    flops=lambda d: 4 * d["M"] * d["K"] * d["N"], flops_note="two matmuls: 4*M*N*K",
+    size_to_dims=c.cube, ladder=c.MATMUL_LADDER, quick_ladder=c.MATMUL_QUICK, gpu_ladder=c.MATMUL_GPU,
+    check_dims=c.MATMUL_CHECKS, long_check_dims=c.MATMUL_LONG,
+    distributions=("normal", "outliers", "positive"),
+    bound="compute",
+    naive_float32=naive_matmul_backward,
+    mutants=(
+        Mutant("tf32_inputs", "rounds A, B and dC to TF32", backward_tf32,
+               caught_on=("normal",), extra_dims=tf32_backward_extra_dims()),
+        Mutant("dB_reads_A_untransposed", "takes A^T as A's memory in the other shape",
+               dB_reads_A_untransposed, caught_on=("normal", "outliers", "positive"),
+               where=lambda d: d["M"] > 1 and d["K"] > 1),
+        Mutant("dA_drops_last_n", "dA's inner loop stops one column of dC short", dA_drops_last_n,
+               caught_on=("normal", "outliers", "positive")),
+    ))
+
+DECLARED = (MATMUL, MATMUL_BACKWARD)

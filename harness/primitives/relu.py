@@ -1,7 +1,9 @@
-"""relu: y = max(x, 0), elementwise. Exact: max selects one of its inputs."""
+"""relu: y = max(x, 0), elementwise, and its backward dx = dy * [x > 0]. Both exact: max
+selects one of its inputs, and the mask keeps or zeroes dy. At x = 0 exactly relu has no
+derivative; PyTorch and this project use 0 there."""
 import numpy as np
 
-from ..core.declaration import Mutant, Primitive, Tensor, Tolerance
+from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance
 from . import _common as c
 
 F32 = np.float32
@@ -36,4 +38,37 @@ RELU = Primitive(
                caught_on=("wide",), where=lambda d: d["n"] >= 127),
     ))
 
-DECLARED = (RELU,)
+def backward_reference(x, dy):
+    return dy * (x > 0)
+
+
+def numpy_relu_backward(x, dy):
+    return dy * (x > F32(0))
+
+
+def upstream(shape, rng, dims):
+    """The gradient flowing in: N(0, 1), whatever the distribution of x."""
+    return rng.standard_normal(shape).astype(F32)
+
+
+RELU_BACKWARD = Primitive(
+    name="relu_backward", summary="gradient of relu: dx = dy * [x > 0]", order=21,
+    stem="relu", forward="relu",
+    backward_of=Backward(saved={"x": "x"}, upstream={"dy": "y"}, grads={"dx": "x"}),
+    dims=("n",),
+    tensors=(Tensor("x", ("n",)), Tensor("dy", ("n",), init=upstream),
+             Tensor("dx", ("n",), role="out", tolerance=Tolerance(atol=0.0, rtol=0.0))),
+    reference=backward_reference, numpy=numpy_relu_backward,
+    flops=lambda d: d["n"], flops_note="1 FLOP/element (a select)",
+    size_to_dims=c.vector, ladder=c.ELEMENTWISE_LADDER, quick_ladder=c.ELEMENTWISE_QUICK,
+    gpu_ladder=c.ELEMENTWISE_GPU, check_dims=c.ELEMENTWISE_CHECKS, long_check_dims=c.ELEMENTWISE_LONG,
+    distributions=("normal", "outliers", "wide"),
+    naive_float32=numpy_relu_backward,
+    mutants=(
+        Mutant("mask_at_zero", "passes the gradient where x == 0 (x >= 0)",
+               lambda x, dy: dy * (x >= F32(0)), caught_on=("wide",), where=lambda d: d["n"] >= 4),
+        Mutant("no_mask", "passes every gradient through", lambda x, dy: dy.copy(),
+               caught_on=("normal", "outliers", "wide"), where=lambda d: d["n"] >= 127),
+    ))
+
+DECLARED = (RELU, RELU_BACKWARD)

@@ -1,10 +1,17 @@
 """softmax over the last axis of a (rows, cols) matrix, numerically stable:
 
     y[r, j] = exp(x[r, j] - max_r) / sum_k exp(x[r, k] - max_r)
+
+and its backward, from the forward's output y and the incoming gradient dy:
+
+    dx[r, j] = y[r, j] * (dy[r, j] - sum_k dy[r, k] * y[r, k])
+
+A row's sum s = <dy, y> is a dot product of `cols` terms, so dx may be off by rounding at
+the size of those terms: the error scale is y_j * (|dy_j| + sum_k |dy_k y_k|).
 """
 import numpy as np
 
-from ..core.declaration import Mutant, Primitive, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance, sum_rtol
 from . import _common as c
 
 F32 = np.float32
@@ -72,4 +79,56 @@ SOFTMAX = Primitive(
                caught_on=("normal", "large_offset", "constant_rows")),
     ))
 
-DECLARED = (SOFTMAX,)
+def backward_reference(y, dy):
+    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+def backward_error_scale(inputs, refs, scalars):
+    y, dy = inputs["y"].astype(np.float64), inputs["dy"].astype(np.float64)
+    return y * (np.abs(dy) + np.abs(dy * y).sum(axis=-1, keepdims=True))
+
+
+def numpy_softmax_backward(y, dy):
+    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+def naive_softmax_backward(y, dy):
+    return y * (dy - sequential_sum(dy * y))
+
+
+def softmax_of_draw(shape, rng, dims, draw):
+    """y as the forward pass leaves it: the softmax of the case's distribution."""
+    return reference(draw(shape).astype(np.float64)).astype(F32)
+
+
+def upstream(shape, rng, dims):
+    return rng.standard_normal(shape).astype(F32)
+
+
+SOFTMAX_BACKWARD = Primitive(
+    name="softmax_backward", summary="gradient of softmax from its output: dx = y * (dy - <dy, y>)", order=41,
+    stem="softmax", forward="softmax",
+    backward_of=Backward(saved={"y": "y"}, upstream={"dy": "y"}, grads={"dx": "x"}),
+    dims=("rows", "cols"),
+    tensors=(Tensor("y", ("rows", "cols"), init=softmax_of_draw),
+             Tensor("dy", ("rows", "cols"), init=upstream),
+             Tensor("dx", ("rows", "cols"), role="out", error_scale=backward_error_scale,
+                    tolerance=lambda d: Tolerance(atol=1e-9, rtol=sum_rtol(d["cols"])))),
+    reference=backward_reference, numpy=numpy_softmax_backward,
+    flops=lambda d: 4 * d["rows"] * d["cols"], flops_note="4 FLOP/element: multiply, add, subtract, multiply",
+    size_to_dims=c.square, ladder=c.ROWS_LADDER, quick_ladder=c.ROWS_QUICK, gpu_ladder=c.ROWS_GPU,
+    check_dims=c.ROWS_CHECKS, long_check_dims=c.ROWS_LONG,
+    distributions=("normal", "outliers", "large_offset", "constant_rows"),
+    naive_float32=naive_softmax_backward,
+    mutants=(
+        Mutant("no_row_sum", "forgets the <dy, y> term: dx = y * dy",
+               lambda y, dy: y * dy, caught_on=("normal", "large_offset", "constant_rows")),
+        Mutant("sum_over_all_rows", "sums dy * y over the whole matrix, not per row",
+               lambda y, dy: (y * (dy - (dy * y).sum())).astype(F32),
+               caught_on=("normal", "large_offset", "constant_rows"), where=lambda d: d["rows"] > 1),
+        Mutant("missing_y_factor", "dx = dy - <dy, y>, without the y factor",
+               lambda y, dy: dy - (dy * y).sum(axis=-1, keepdims=True),
+               caught_on=("normal", "large_offset", "constant_rows"), where=lambda d: d["cols"] > 1),
+    ))
+
+DECLARED = (SOFTMAX, SOFTMAX_BACKWARD)
