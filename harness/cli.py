@@ -1,4 +1,4 @@
-"""python -m harness  list | doctor | run | show | plot | build | calibrate
+"""python -m harness  list | doctor | run | train | show | plot | build | calibrate
 
 Exit status: 0 = everything that ran verified; 1 = some result was wrong (or crashed);
 2 = bad usage (unknown primitive/backend, bad size, unwritable directory), always
@@ -175,6 +175,43 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from . import train as tr
+    from .models import mlp
+    from .output import train_charts
+    if args.model != "mlp":
+        raise UsageError(f"unknown model {args.model!r}; valid: mlp")
+    names = parse_backends(args.backends) if args.backends else list(tr.DEFAULT_BACKENDS)
+    for n in names:
+        if n not in backends.REGISTRY:
+            raise UsageError(f"unknown backend {n!r}; valid: {', '.join(backends.names())}")
+    for flag, value in (("--steps", args.steps), ("--hidden", args.hidden), ("--batch", args.batch)):
+        if value is not None and value <= 0:
+            raise UsageError(f"bad {flag} {value}: it must be positive")
+    base = mlp.Config()
+    cfg = mlp.Config(hidden=args.hidden or base.hidden, batch=args.batch or base.batch,
+                     steps=args.steps or base.steps, seed=args.seed)
+    gpus = [backends.get(n).environment().get("gpu") for n in names
+            if n in backends.REGISTRY and backends.get(n).device == "gpu" and backends.get(n).availability().ok]
+    machine = args.machine or machine_name(next((g for g in gpus if g), None))
+    out = writable_dir(Path(args.out) if args.out else REPO / "results" / machine)
+    preferred = [v for s_ in (args.variants or []) for v in _csv_list(s_)] or None
+    result = tr.train(names, cfg, preferred=preferred, progress=RichProgress())
+    extra = {"machine": machine}
+    for n in names:
+        if n in backends.REGISTRY and backends.get(n).availability().ok:
+            extra.update(backends.get(n).environment())
+    doc = tr.document(result, fingerprint(extra))
+    jpath, cpath = tr.write(doc, out)
+    tr.report(doc, console)
+    if not args.no_charts:
+        phases = __import__("harness.models.mlp", fromlist=["PHASE"]).PHASE
+        paths = train_charts.all_charts(doc, out / "charts", phases)
+        console.print(f"charts: {len(paths)} files in {_rel(out / 'charts')}", highlight=False)
+    console.print(f"wrote {_rel(jpath)} and {_rel(cpath)}", highlight=False)
+    return tr.exit_status(doc)
+
+
 class RichProgress:
     """A live bar on a terminal; in a log (CI, `| tee`) a plain line every few seconds."""
 
@@ -194,10 +231,10 @@ class RichProgress:
             self.p.start()
             self.task = self.p.add_task("starting", total=total)
 
-    def advance(self, description):
-        self.done += 1
+    def advance(self, description, n: int = 1):
+        self.done += n
         if self.live:
-            self.p.update(self.task, advance=1, description=description[:60])
+            self.p.update(self.task, advance=n, description=description[:60])
             return
         now = time.monotonic()
         if now - self.last >= self.LOG_EVERY_S:
@@ -291,6 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("-p", "--primitives", action="append", metavar="PRIMS", help="comma list (default: all)")
     bu.add_argument("--arch", metavar="sm_XX", help="CUDA target architecture (default: the GPU's own)")
     bu.set_defaults(fn=cmd_build)
+    tr = sub.add_parser("train", help="train a model with every backend, judged against float64")
+    tr.add_argument("model", help="mlp")
+    tr.add_argument("-b", "--backends", action="append", metavar="BACKENDS",
+                    help="comma list (default: python, numpy, mojo, cuda, torch-cpu)")
+    tr.add_argument("--steps", type=int, metavar="N", help="training steps (default 400; pure Python runs 45)")
+    tr.add_argument("--hidden", type=int, metavar="H", help="hidden units (default 256)")
+    tr.add_argument("--batch", type=int, metavar="B", help="batch size (default 64)")
+    tr.add_argument("--seed", type=int, default=0, help="initial weights and batches (default 0)")
+    tr.add_argument("--variants", action="append", metavar="NAMES",
+                    help="prefer these variant names where a backend has them (default: each primitive's last)")
+    tr.add_argument("--out", metavar="DIR", help="output folder (default: results/<machine>/)")
+    tr.add_argument("--machine", metavar="NAME", help="machine name for the results folder")
+    tr.add_argument("--no-charts", action="store_true", help="do not draw charts")
+    tr.set_defaults(fn=cmd_train)
     c = sub.add_parser("calibrate", help="measure float32 error against the tolerances")
     c.add_argument("-p", "--primitives", action="append", metavar="PRIMS")
     c.set_defaults(fn=cmd_calibrate)

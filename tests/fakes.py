@@ -191,3 +191,39 @@ class InputWriterBackend(FakeBackend):
             ctypes.c_float.from_address(a.ctypes.data).value += 1.0     # behind numpy's back
             return out
         return f
+
+
+class _OpsFake(FakeBackend):
+    """A backend with an op layer: the NumPy idioms, except the primitives `wrong` replaces."""
+    wrong: dict = {}
+
+    def __init__(self):
+        fns = dict(self.wrong)
+        self._ops = HostOps(self.name, lambda prim, variant: fns.get(prim.name, prim.numpy))
+
+    def ops(self):
+        return self._ops
+
+    def prepare(self, primitive, variant):
+        return OpsKernel(self._ops, primitive, variant)
+
+
+def _tf32_matmul(A, B):
+    from harness.primitives.matmul import tf32_inputs
+    return tf32_inputs(A, B)
+
+
+def _relu_backward_without_mask(x, dy):
+    return dy.copy()
+
+
+class Tf32Backend(_OpsFake):
+    """Rounds matmul's inputs to TF32: wrong from the first forward call on."""
+    name = "tf32"
+    wrong = {"matmul": _tf32_matmul}
+
+
+class NoMaskBackend(_OpsFake):
+    """relu_backward passes every gradient: the forward and the loss are right, the gradients not."""
+    name = "nomask"
+    wrong = {"relu_backward": _relu_backward_without_mask}

@@ -38,12 +38,31 @@ from ..errors import InputError
 
 
 class Buffer:
-    """A tensor held in one backend's memory: its shape, its dtype name, and the storage."""
+    """A tensor held in one backend's memory: its shape, its dtype name, and the storage.
 
-    __slots__ = ("ops", "shape", "dtype", "storage")
+    Views (ops.view) share one cell: a (64, 256) activation seen as the 16384-element vector
+    relu is declared on is the same memory, and when a host backend's kernel returns a new
+    array into one of them, the other sees it too."""
 
-    def __init__(self, ops: "Ops", shape: tuple[int, ...], dtype: str, storage):
-        self.ops, self.shape, self.dtype, self.storage = ops, tuple(int(s) for s in shape), dtype, storage
+    __slots__ = ("ops", "shape", "dtype", "_cell")
+
+    def __init__(self, ops: "Ops", shape: tuple[int, ...], dtype: str, storage, cell: list | None = None):
+        self.ops, self.shape, self.dtype = ops, tuple(int(s) for s in shape), dtype
+        self._cell = cell if cell is not None else [storage]
+
+    @property
+    def storage(self):
+        stored = self._cell[0]
+        seen = self.ops.reshape_storage(stored, self.shape)
+        if seen is not stored:
+            # Keep the storage as last seen: a kernel that updates it in place (AdamW on a
+            # flat view of a pure-Python nested list) must update what the other views read.
+            self._cell[0] = seen
+        return seen
+
+    @storage.setter
+    def storage(self, value) -> None:
+        self._cell[0] = value
 
     @property
     def size(self) -> int:
@@ -102,6 +121,28 @@ class Ops(ABC):
 
     def synchronize(self) -> None:
         """Wait for queued work (a device backend); nothing to wait for on the host."""
+
+    def view(self, buf: Buffer, shape) -> Buffer:
+        """The same memory with another shape of the same number of elements."""
+        shape = tuple(int(s) for s in shape)
+        if int(np.prod(shape, dtype=np.int64)) != buf.size:
+            raise InputError(f"cannot view {buf.shape} ({buf.size} elements) as {shape}")
+        return Buffer(self, shape, buf.dtype, None, cell=buf._cell)
+
+    def reshape_storage(self, storage, shape):
+        """The storage as seen with `shape`: untouched for memory handles (a device pointer);
+        host backends whose storage carries a shape reshape it (a view, for numpy)."""
+        return storage
+
+    def time(self, fn) -> float:
+        """Seconds that fn() takes on this backend's clock, its queued work included (a device
+        backend uses its own events); for the per-op breakdown of a model's step."""
+        import time
+        self.synchronize()
+        t0 = time.perf_counter_ns()
+        fn()
+        self.synchronize()
+        return (time.perf_counter_ns() - t0) * 1e-9
 
     def free(self, buf: Buffer) -> None:
         buf.storage = None
@@ -170,6 +211,13 @@ class HostOps(Ops):
         """Whether kernels take Python numbers (pure Python) rather than numpy scalars."""
         return False
 
+    def reshape_storage(self, storage, shape):
+        if isinstance(storage, np.ndarray) or hasattr(storage, "reshape"):
+            return storage if tuple(storage.shape) == shape else storage.reshape(shape)
+        if isinstance(storage, list):                 # nested lists (pure Python): flatten, regroup
+            return _regroup(storage, shape)
+        return storage
+
     def upload(self, array):
         a = np.asarray(array)
         return Buffer(self, a.shape, _dtype_name(a.dtype), self.to_storage(a))
@@ -223,6 +271,21 @@ class FunctionCall(Call):
         elif n:
             for b, value in zip(self._returned, result):
                 b.storage = value
+
+
+def _shape_of_lists(x) -> tuple[int, ...]:
+    shape = []
+    while isinstance(x, list):
+        shape.append(len(x))
+        x = x[0] if x else None
+    return tuple(shape)
+
+
+def _regroup(storage: list, shape: tuple[int, ...]):
+    if _shape_of_lists(storage) == shape:
+        return storage
+    flat = np.asarray(storage).reshape(shape)
+    return flat.tolist() if shape else flat.item()
 
 
 def _dtype_name(dtype) -> str:
