@@ -2,6 +2,7 @@
 #   make bench      set up .venv (first time), then verify + time everything that can run here
 #   make test       set up .venv (first time), then run the test suite
 #   make quick      the same comparison on a short ladder (under a minute)
+#   make train      train the MLP with every backend -> results/<machine>/train_mlp.json + charts
 #   make build      compile every CUDA kernel (NVRTC, sm_90 and sm_80) and every Mojo module
 #   make gpu-check  on a GPU machine, with its own python3 and NOTHING installed: GPU tests,
 #                   then a full CUDA + peers run; results go to $(GPU_OUT)
@@ -13,7 +14,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 GPU_OUT ?= $(if $(OUT),$(OUT)/results,)
 
-.PHONY: bench test quick build gpu-check calibrate clean
+.PHONY: bench test quick train build gpu-check calibrate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ bench: $(STAMP)
 
 quick: $(STAMP)
 	$(PY) -m harness run --quick
+
+train: $(STAMP)
+	$(PY) -m harness train mlp
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -43,6 +47,7 @@ gpu-check:
 	$(PYTHON) -m harness doctor
 	$(PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests
 	$(PYTHON) -m harness run -b cuda,cupy,torch $(if $(GPU_OUT),--out $(GPU_OUT),)
+	$(PYTHON) -m harness train mlp -b numpy,cuda,torch-cpu $(if $(GPU_OUT),--out $(GPU_OUT),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks *.egg-info

@@ -2,8 +2,12 @@
 //     y[r, c] = (x[r, c] - mean_r) * rstd_r * gamma[c] + beta[c]
 //     mean_r = sum_c x[r, c] / cols,  var_r = sum_c (x[r, c] - mean_r)^2 / cols  (biased),
 //     rstd_r = 1 / sqrt(var_r + eps)                 (eps: a kernel argument, default 1e-5)
+// and its backward (layernorm_backward: x, gamma, dy, eps -> dx, dgamma, dbeta), from
+// xhat = (x - mean) * rstd and g = dy * gamma, the statistics recomputed from x:
+//     dx[r, c]  = rstd_r * (g - mean_c(g) - xhat * mean_c(g * xhat))      a reduction per row
+//     dgamma[c] = sum_r dy * xhat,   dbeta[c] = sum_r dy                   a reduction per column
 //
-// Variants (naive first); each adds one idea:
+// Forward variants (naive first); each adds one idea:
 //   row_per_thread   one thread per row, two passes for the statistics (mean, then squared
 //                    deviations from it) and one to write. Uncoalesced: neighbouring threads
 //                    read addresses `cols` floats apart.
@@ -31,10 +35,31 @@
 // ~1) keeps 2-3 correct digits, or comes out negative. Subtracting the mean first (two-pass)
 // or updating around a running mean (Welford) avoids the cancellation.
 //
+// Backward variants. The two reductions run in different directions (along a row for dx,
+// down a column for dgamma and dbeta), so every variant is two kernels (steps):
+//   row_per_thread  __rows: one thread per row recomputes the statistics (with the shift),
+//                   writes dx and saves (x0, mean, rstd) of its row to scratch;
+//                   __columns: one thread per column re-reads x and dy and sums dy * xhat
+//                   and dy down its column. Simple; uncoalesced rows, only `cols` threads.
+//   warp_per_row    __rows: one warp per row, shuffle reductions (coalesced);
+//                   __columns: one block per 32-column strip, 8 warps splitting the rows,
+//                   their partial sums added in shared memory. x and dy are still read twice:
+//                   once per kernel.
+//   fused           __rows: ONE pass over x and dy. A block keeps the columns' running dgamma
+//                   and dbeta in registers while it walks its rows (each thread owns the same
+//                   columns of every row), computes dx of each row on the way, and writes its
+//                   partial sums to scratch at the end; __columns adds the blocks' partials,
+//                   block 0 first. The second read of x and dy is gone; the partials cost
+//                   2 floats per column per block. The row lives in registers (<= 8 values per
+//                   thread): up to 8192 columns.
+// Every sum is in a fixed order (no atomics): the same bits on every run and every GPU, so a
+// training run is reproducible.
+//
 // Each kernel's launch geometry is on the `// launch:` line beside it (read by
 // harness/backends/cuda/kernels.py); its parameters are matched to the declaration
-// (harness/primitives/layernorm.py) by name: tensors x, gamma, beta, y, the dims rows,
-// cols and the scalar eps. Sizes are int (the harness refuses rows x cols >= 2^31).
+// (harness/primitives/layernorm.py) by name: tensors x, gamma, beta, y (x, gamma, dy, dx,
+// dgamma, dbeta for the backward), the dims rows, cols, the scalar eps, and the backward's
+// scratch buffers (`// scratch:` lines). Sizes are int (the harness refuses rows x cols >= 2^31).
 
 #define FULL_MASK 0xffffffffu
 
@@ -308,4 +333,253 @@ layernorm_block_registers(const float* __restrict__ x, const float* __restrict__
         }
     }
 #undef LN_SLOT_VALID
+}
+
+// ================================================================== layernorm_backward
+// The statistics are the forward's, shift included: d = x - x0 with x0 = x[r, 0], mean and
+// rstd of d, so that a row offset by 1e4 with a spread of 1e-2 differentiates as well as one
+// at zero, and xhat = ((x - x0) - mean) * rstd is bit-for-bit what the forward computes.
+//   dx = rstd * (g - sum(g) / cols - xhat * (sum(g * xhat) / cols)),  g = dy * gamma
+
+__device__ __forceinline__ void block_sum2(float& a, float& b, float* shared66)
+{
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    a = warp_sum(a);
+    b = warp_sum(b);
+    if (lane == 0) { shared66[warp] = a; shared66[33 + warp] = b; }
+    __syncthreads();
+    if (warp == 0) {
+        const bool in = lane < (int)(blockDim.x / 32);
+        float ta = warp_sum(in ? shared66[lane] : 0.0f);
+        float tb = warp_sum(in ? shared66[33 + lane] : 0.0f);
+        if (lane == 0) { shared66[32] = ta; shared66[65] = tb; }
+    }
+    __syncthreads();
+    a = shared66[32];
+    b = shared66[65];
+    __syncthreads();                                 // read before the next call overwrites
+}
+
+// ------------------------------------------------------------------ 1. row_per_thread
+// launch: grid=cdiv(rows, 256) block=256
+// scratch: stats float (rows, 3) -- each row's shift x0, mean of x - x0, and rstd
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_backward_row_per_thread__rows(const float* __restrict__ x, const float* __restrict__ gamma,
+                                        const float* __restrict__ dy, float* __restrict__ dx,
+                                        float* __restrict__ stats, int rows, int cols, float eps)
+{
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const float* xr = x + (size_t)r * cols;
+    const float* gr = dy + (size_t)r * cols;
+    float* dr = dx + (size_t)r * cols;
+    const float x0 = xr[0];
+    float sum = 0.0f;
+    for (int c = 0; c < cols; ++c) sum += xr[c] - x0;
+    const float mean = sum / cols;
+    float sq = 0.0f;
+    for (int c = 0; c < cols; ++c) { float d = (xr[c] - x0) - mean; sq += d * d; }
+    const float rstd = rsqrtf(sq / cols + eps);
+    float sg = 0.0f, sgx = 0.0f;                     // sum(g), sum(g * xhat)
+    for (int c = 0; c < cols; ++c) {
+        float g = gr[c] * gamma[c];
+        sg += g;
+        sgx += g * (((xr[c] - x0) - mean) * rstd);
+    }
+    const float mg = sg / cols, mgx = sgx / cols;
+    for (int c = 0; c < cols; ++c) {
+        float xhat = ((xr[c] - x0) - mean) * rstd;
+        dr[c] = rstd * ((gr[c] * gamma[c] - mg) - xhat * mgx);
+    }
+    stats[3 * (size_t)r] = x0;
+    stats[3 * (size_t)r + 1] = mean;
+    stats[3 * (size_t)r + 2] = rstd;
+}
+
+// launch: grid=cdiv(cols, 256) block=256
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_backward_row_per_thread__columns(const float* __restrict__ x, const float* __restrict__ dy,
+                                           const float* __restrict__ stats, float* __restrict__ dgamma,
+                                           float* __restrict__ dbeta, int rows, int cols)
+{
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    float dg = 0.0f, db = 0.0f;
+    for (int r = 0; r < rows; ++r) {                 // a warp reads 32 neighbouring columns
+        const size_t i = (size_t)r * cols + c;
+        const float xhat = ((x[i] - stats[3 * (size_t)r]) - stats[3 * (size_t)r + 1]) * stats[3 * (size_t)r + 2];
+        dg += dy[i] * xhat;
+        db += dy[i];
+    }
+    dgamma[c] = dg;
+    dbeta[c] = db;
+}
+
+// ------------------------------------------------------------------ 2. warp_per_row
+// 256 threads = 8 warps = 8 rows per block; two-pass statistics from the row (L1/L2-hot).
+// launch: grid=cdiv(rows, 8) block=256
+// scratch: stats float (rows, 3) -- each row's shift x0, mean of x - x0, and rstd
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_backward_warp_per_row__rows(const float* __restrict__ x, const float* __restrict__ gamma,
+                                      const float* __restrict__ dy, float* __restrict__ dx,
+                                      float* __restrict__ stats, int rows, int cols, float eps)
+{
+    const int lane = threadIdx.x % 32;
+    const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= rows) return;                           // the whole warp leaves together
+    const float* xr = x + (size_t)r * cols;
+    const float* gr = dy + (size_t)r * cols;
+    float* dr = dx + (size_t)r * cols;
+    const float x0 = xr[0];
+    float sum = 0.0f;
+    for (int c = lane; c < cols; c += 32) sum += xr[c] - x0;
+    const float mean = warp_sum(sum) / cols;
+    float sq = 0.0f;
+    for (int c = lane; c < cols; c += 32) { float d = (xr[c] - x0) - mean; sq += d * d; }
+    const float rstd = rsqrtf(warp_sum(sq) / cols + eps);
+    float sg = 0.0f, sgx = 0.0f;
+    for (int c = lane; c < cols; c += 32) {
+        float g = gr[c] * gamma[c];
+        sg += g;
+        sgx += g * (((xr[c] - x0) - mean) * rstd);
+    }
+    const float mg = warp_sum(sg) / cols, mgx = warp_sum(sgx) / cols;
+    for (int c = lane; c < cols; c += 32) {
+        float xhat = ((xr[c] - x0) - mean) * rstd;
+        dr[c] = rstd * ((gr[c] * gamma[c] - mg) - xhat * mgx);
+    }
+    if (lane == 0) {
+        stats[3 * (size_t)r] = x0;
+        stats[3 * (size_t)r + 1] = mean;
+        stats[3 * (size_t)r + 2] = rstd;
+    }
+}
+
+// 32 x 8 threads: threadIdx.x is the column in a 32-column strip, threadIdx.y a row group
+// (rows ty, ty + 8, ...); the 8 partial sums of a column are added in shared memory, in order.
+#define LNB_STRIP 32
+#define LNB_GROUPS 8
+
+// launch: grid=cdiv(cols, LNB_STRIP) block=(LNB_STRIP, LNB_GROUPS)
+extern "C" __global__ void __launch_bounds__(LNB_STRIP * LNB_GROUPS)
+layernorm_backward_warp_per_row__columns(const float* __restrict__ x, const float* __restrict__ dy,
+                                         const float* __restrict__ stats, float* __restrict__ dgamma,
+                                         float* __restrict__ dbeta, int rows, int cols)
+{
+    __shared__ float part_g[LNB_GROUPS][LNB_STRIP + 1], part_b[LNB_GROUPS][LNB_STRIP + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c = blockIdx.x * LNB_STRIP + tx;
+    float dg = 0.0f, db = 0.0f;
+    if (c < cols) {
+        for (int r = ty; r < rows; r += LNB_GROUPS) {
+            const size_t i = (size_t)r * cols + c;
+            const float* st = stats + 3 * (size_t)r;         // the same 3 words for the whole warp
+            const float xhat = ((x[i] - st[0]) - st[1]) * st[2];
+            dg += dy[i] * xhat;
+            db += dy[i];
+        }
+    }
+    part_g[ty][tx] = dg;
+    part_b[ty][tx] = db;
+    __syncthreads();
+    if (ty == 0 && c < cols) {
+        float tg = 0.0f, tb = 0.0f;
+        for (int k = 0; k < LNB_GROUPS; ++k) { tg += part_g[k][tx]; tb += part_b[k][tx]; }
+        dgamma[c] = tg;
+        dbeta[c] = tb;
+    }
+}
+
+// ------------------------------------------------------------------ 3. fused
+// __rows: LNB_BLOCKS blocks at most (fewer when there are fewer rows); block b takes rows
+// b, b + gridDim.x, ... Thread t owns columns t, t + nt, ... (LNB_REG of them) in every row, so
+// its running dgamma / dbeta for those columns stay in its registers for the whole walk.
+// A fixed block count (not one per SM) keeps the partial sums - and so the result bits -
+// the same on every GPU; 256 blocks are two per SM of an H200.
+#define LNB_BLOCKS 256
+#define LNB_REG 8                  // columns per thread: d, dy, dgamma, dbeta = 32 registers
+
+// launch: grid=min(rows, LNB_BLOCKS) block=min(1024, max(128, 32 * cdiv(cdiv(cols, LNB_REG), 32)))
+// requires: cols <= 1024 * LNB_REG -- keeps a row in registers: at most 8192 columns (1024 threads x 8); warp_per_row takes longer rows
+// scratch: partials float (min(rows, LNB_BLOCKS), 2, cols) -- each block's sums of dy * xhat and dy, per column
+extern "C" __global__ void __launch_bounds__(1024)
+layernorm_backward_fused__rows(const float* __restrict__ x, const float* __restrict__ gamma,
+                               const float* __restrict__ dy, float* __restrict__ dx,
+                               float* __restrict__ partials, int rows, int cols, float eps)
+{
+    __shared__ float red[66];
+    const int tid = threadIdx.x, nt = blockDim.x;
+    float dg[LNB_REG], db[LNB_REG];                  // this thread's columns' running sums
+#pragma unroll
+    for (int k = 0; k < LNB_REG; ++k) { dg[k] = 0.0f; db[k] = 0.0f; }
+    if (cols <= nt * LNB_REG) {                      // the launch line guarantees it
+        for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+            const float* xr = x + (size_t)r * cols;
+            const float* gr = dy + (size_t)r * cols;
+            float* dr = dx + (size_t)r * cols;
+            const float x0 = xr[0];
+            float d[LNB_REG], g[LNB_REG];            // the row, once: d = x - x0 and dy
+            float sum = 0.0f;
+#pragma unroll
+            for (int k = 0; k < LNB_REG; ++k) {
+                const int c = tid + k * nt;
+                d[k] = c < cols ? xr[c] - x0 : 0.0f;
+                g[k] = c < cols ? gr[c] : 0.0f;
+                sum += d[k];                         // padding is 0
+            }
+            float unused = 0.0f;
+            block_sum2(sum, unused, red);
+            const float mean = sum / cols;
+            float sq = 0.0f;
+#pragma unroll
+            for (int k = 0; k < LNB_REG; ++k) {
+                d[k] -= mean;                        // from here on d is x - mean (of the row)
+                if (tid + k * nt < cols) sq += d[k] * d[k];
+            }
+            block_sum2(sq, unused, red);
+            const float rstd = rsqrtf(sq / cols + eps);
+            float sg = 0.0f, sgx = 0.0f;
+#pragma unroll
+            for (int k = 0; k < LNB_REG; ++k) {
+                const int c = tid + k * nt;
+                d[k] *= rstd;                        // xhat
+                const float gg = c < cols ? g[k] * gamma[c] : 0.0f;
+                sg += gg;
+                sgx += gg * d[k];
+                dg[k] += g[k] * d[k];                // the column sums, in registers
+                db[k] += g[k];
+            }
+            block_sum2(sg, sgx, red);
+            const float mg = sg / cols, mgx = sgx / cols;
+#pragma unroll
+            for (int k = 0; k < LNB_REG; ++k) {
+                const int c = tid + k * nt;
+                if (c < cols) dr[c] = rstd * ((g[k] * gamma[c] - mg) - d[k] * mgx);
+            }
+        }
+    }
+    float* pg = partials + (size_t)blockIdx.x * 2 * cols;        // this block's two rows of partials
+#pragma unroll
+    for (int k = 0; k < LNB_REG; ++k) {
+        const int c = tid + k * nt;
+        if (c < cols) { pg[c] = dg[k]; pg[cols + c] = db[k]; }
+    }
+}
+
+// __columns: one thread per column adds the blocks' partials, block 0 first.
+// launch: grid=cdiv(cols, 256) block=256
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_backward_fused__columns(const float* __restrict__ partials, float* __restrict__ dgamma,
+                                  float* __restrict__ dbeta, int rows, int cols)
+{
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    const int blocks = min(rows, LNB_BLOCKS);        // as many as the __rows launch had
+    float tg = 0.0f, tb = 0.0f;
+    for (int b = 0; b < blocks; ++b) {
+        tg += partials[(size_t)b * 2 * cols + c];
+        tb += partials[(size_t)b * 2 * cols + cols + c];
+    }
+    dgamma[c] = tg;
+    dbeta[c] = tb;
 }

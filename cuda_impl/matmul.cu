@@ -1,4 +1,5 @@
-// matmul.cu - C = A @ B in float32: A is (M, K), B is (K, N), C is (M, N), all row-major.
+// matmul.cu - C = A @ B in float32: A is (M, K), B is (K, N), C is (M, N), all row-major;
+// and its backward, dA = dC @ B^T (M, K) and dB = A^T @ dC (K, N).
 //
 // The SGEMM ladder of Simon Boehm's "How to optimize a CUDA matmul kernel" worklog
 // (siboehm.com/articles/22/CUDA-MMM). Variants (naive first); each adds one idea:
@@ -22,6 +23,26 @@
 //                 inside it, so a warp's shared-memory reads are contiguous (no bank
 //                 conflicts) and its working set matches the register file; BK = 16.
 //
+// Backward variants (matmul_backward: A, B, dC -> dA, dB). Two products, so every variant is
+// two or more kernels (steps); each product is the forward's dot product with one operand
+// read transposed: dA[m, k] = sum_n dC[m, n] B[k, n], dB[k, n] = sum_m A[m, k] dC[m, n].
+//   naive          __dA, __dB: one thread per output, threadIdx.x along the output's row.
+//                  dA's B[k, n] reads stride N between neighbouring threads (uncoalesced);
+//                  dB's are coalesced. Transposed operands change which reads are slow.
+//   smem_tiles     __dA, __dB: own kernels, 32x32 tiles through shared memory as in the
+//                  forward's smem_tiles, with the transpose done while a tile is staged:
+//                  B's tile is read along its rows (coalesced) and stored transposed into a
+//                  [32][33] array (the +1 column keeps the 32 stores of a warp in 32 banks).
+//                  No extra pass, no scratch - but a third tiled kernel to maintain.
+//   via_transpose  __transpose_B, __transpose_A write B^T and A^T to scratch (a 32x32 tiled
+//                  transpose, coalesced both ways), then __dA and __dB run the forward's
+//                  fastest kernel, warptile, unchanged: dA = dC @ B^T, dB = A^T @ dC.
+// Why the fast path reuses the forward through transposes instead of growing its own tuned
+// kernels: the transposes move O(MK + KN) bytes against O(MNK) FLOPs - under 2 % of the
+// time at 1024^3 - and every improvement to the one tuned GEMM (tiles, vector loads, warp
+// tiles) then speeds up the training step three times over. cuBLAS goes further and takes
+// op(A), op(B) flags into the GEMM itself; smem_tiles shows what that costs to write by hand.
+//
 // Odd sizes: every tile load is guarded (zeros outside A and B, which add nothing to a dot
 // product) and every store is guarded. float4 needs 16-byte aligned addresses: a row of A
 // starts at r*K*4 bytes, aligned only if K % 4 == 0 (N % 4 == 0 for B and C), so the
@@ -29,8 +50,9 @@
 //
 // Each kernel's launch geometry is on the `// launch:` line beside it (read by
 // harness/backends/cuda/kernels.py); its parameters are matched to the declaration
-// (harness/primitives/matmul.py) by name: tensors A, B, C and the dims M, N, K, which the
-// kernels take in cuBLAS's order. Sizes are int: the harness refuses any of A, B, C with
+// (harness/primitives/matmul.py) by name: tensors A, B, C (A, B, dC, dA, dB for the
+// backward, and its scratch AT, BT) and the dims M, N, K, which the kernels take in cuBLAS's
+// order. Sizes are int: the harness refuses any of A, B, C with
 // 2^31 elements or more, so every row * K + k index fits.
 
 __device__ __forceinline__ bool aligned16(const void* p)
@@ -307,13 +329,13 @@ matmul_vectorized(const float* __restrict__ A, const float* __restrict__ B, floa
 #define W_WSUBM (W_WM / W_WMITER)                                  // 64
 #define W_WSUBN (W_WN / W_WNITER)                                  // 16
 
-// launch: grid=(cdiv(N, W_BN), cdiv(M, W_BM)) block=W_THREADS
-extern "C" __global__ void __launch_bounds__(W_THREADS)
-matmul_warptile(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-                int M, int N, int K)
+// The body is a __device__ function so that matmul_backward can run the same GEMM on other
+// operands (its via_transpose variant); the kernel owns the shared memory and passes it in.
+// C (M x N) = A (M x K) @ B (K x N), the block tile at (blockIdx.y, blockIdx.x).
+__device__ __forceinline__ void warptile_gemm(const float* __restrict__ A, const float* __restrict__ B,
+                                              float* __restrict__ C, int M, int N, int K,
+                                              float* __restrict__ AsT, float* __restrict__ Bs)
 {
-    __shared__ __align__(16) float AsT[W_BK * W_BM];     // transposed, as in `vectorized`
-    __shared__ __align__(16) float Bs[W_BK * W_BN];
     const int tid = threadIdx.x;
     const int row0 = blockIdx.y * W_BM, col0 = blockIdx.x * W_BN;
     const int warp = tid / 32, lane = tid % 32;
@@ -382,4 +404,156 @@ matmul_warptile(const float* __restrict__ A, const float* __restrict__ B, float*
                 const float* a = &acc[(wm * W_TM + i) * (W_WNITER * W_TN) + wn * W_TN];
                 store4(C, M, N, r, c, make_float4(a[0], a[1], a[2], a[3]), vecC);
             }
+}
+
+// launch: grid=(cdiv(N, W_BN), cdiv(M, W_BM)) block=W_THREADS
+extern "C" __global__ void __launch_bounds__(W_THREADS)
+matmul_warptile(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+                int M, int N, int K)
+{
+    __shared__ __align__(16) float AsT[W_BK * W_BM];     // transposed, as in `vectorized`
+    __shared__ __align__(16) float Bs[W_BK * W_BN];
+    warptile_gemm(A, B, C, M, N, K, AsT, Bs);
+}
+
+// ================================================================== matmul_backward
+
+// ------------------------------------------------------------------ 1. naive
+// dA (M x K): x -> k, y -> m.
+// launch: grid=(cdiv(K, 32), cdiv(M, 32)) block=(32, 32)
+extern "C" __global__ void __launch_bounds__(1024)
+matmul_backward_naive__dA(const float* __restrict__ B, const float* __restrict__ dC, float* __restrict__ dA,
+                          int M, int N, int K)
+{
+    const int k = blockIdx.x * blockDim.x + threadIdx.x;
+    const int m = blockIdx.y * blockDim.y + threadIdx.y;
+    if (m < M && k < K) {
+        float acc = 0.0f;
+        for (int n = 0; n < N; ++n) acc += dC[m * N + n] * B[k * N + n];   // B^T[n, k]: stride N across the warp
+        dA[m * K + k] = acc;
+    }
+}
+
+// dB (K x N): x -> n, y -> k.
+// launch: grid=(cdiv(N, 32), cdiv(K, 32)) block=(32, 32)
+extern "C" __global__ void __launch_bounds__(1024)
+matmul_backward_naive__dB(const float* __restrict__ A, const float* __restrict__ dC, float* __restrict__ dB,
+                          int M, int N, int K)
+{
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    const int k = blockIdx.y * blockDim.y + threadIdx.y;
+    if (k < K && n < N) {
+        float acc = 0.0f;
+        for (int m = 0; m < M; ++m) acc += A[m * K + k] * dC[m * N + n];   // A^T[k, m]: one word per warp
+        dB[k * N + n] = acc;
+    }
+}
+
+// ------------------------------------------------------------------ 2. smem_tiles
+// dA tile (rows m, columns k) = sum over n-tiles of dC[m, n-tile] @ B[k, n-tile]^T.
+// launch: grid=(cdiv(K, TILE), cdiv(M, TILE)) block=(TILE, TILE)
+extern "C" __global__ void __launch_bounds__(1024)
+matmul_backward_smem_tiles__dA(const float* __restrict__ B, const float* __restrict__ dC, float* __restrict__ dA,
+                               int M, int N, int K)
+{
+    __shared__ float Cs[TILE][TILE];                 // Cs[m][n] = dC[m0 + m][n0 + n]
+    __shared__ float Bt[TILE][TILE + 1];             // Bt[n][k] = B[k0 + k][n0 + n]: B^T's tile
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int m = blockIdx.y * TILE + ty, k = blockIdx.x * TILE + tx;
+    const int kLoad = blockIdx.x * TILE + ty;        // the B row this thread stages
+    float acc = 0.0f;
+    for (int n0 = 0; n0 < N; n0 += TILE) {
+        Cs[ty][tx] = (m < M && n0 + tx < N) ? dC[m * N + n0 + tx] : 0.0f;
+        // Read B along its row (tx walks n: coalesced), store transposed: lane tx writes
+        // Bt[tx][ty], 33 words apart - 32 different banks thanks to the padding column.
+        Bt[tx][ty] = (kLoad < K && n0 + tx < N) ? B[kLoad * N + n0 + tx] : 0.0f;
+        __syncthreads();
+        for (int j = 0; j < TILE; ++j) acc += Cs[ty][j] * Bt[j][tx];
+        __syncthreads();
+    }
+    if (m < M && k < K) dA[m * K + k] = acc;
+}
+
+// dB tile (rows k, columns n) = sum over m-tiles of A[m-tile, k]^T @ dC[m-tile, n].
+// launch: grid=(cdiv(N, TILE), cdiv(K, TILE)) block=(TILE, TILE)
+extern "C" __global__ void __launch_bounds__(1024)
+matmul_backward_smem_tiles__dB(const float* __restrict__ A, const float* __restrict__ dC, float* __restrict__ dB,
+                               int M, int N, int K)
+{
+    __shared__ float As[TILE][TILE];                 // As[m][k] = A[m0 + m][k0 + k]
+    __shared__ float Cs[TILE][TILE];                 // Cs[m][n] = dC[m0 + m][n0 + n]
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int k = blockIdx.y * TILE + ty, n = blockIdx.x * TILE + tx;
+    const int kLoad = blockIdx.y * TILE + tx;        // the A column this thread stages
+    float acc = 0.0f;
+    for (int m0 = 0; m0 < M; m0 += TILE) {
+        As[ty][tx] = (m0 + ty < M && kLoad < K) ? A[(m0 + ty) * K + kLoad] : 0.0f;   // coalesced along k
+        Cs[ty][tx] = (m0 + ty < M && n < N) ? dC[(m0 + ty) * N + n] : 0.0f;
+        __syncthreads();
+        for (int j = 0; j < TILE; ++j) acc += As[j][ty] * Cs[j][tx];   // As[j][ty]: one word per warp
+        __syncthreads();
+    }
+    if (k < K && n < N) dB[k * N + n] = acc;
+}
+
+// ------------------------------------------------------------------ 3. via_transpose
+// out (cols x rows) = in (rows x cols)^T, one 32x32 tile per block of 32 x 8 threads: each
+// thread reads 4 elements along in's rows and writes 4 along out's rows, both coalesced.
+#define TR_TILE 32
+#define TR_ROWS 8
+
+__device__ __forceinline__ void transpose_tile(const float* __restrict__ in, float* __restrict__ out,
+                                               int rows, int cols, float (*tile)[TR_TILE + 1])
+{
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c0 = blockIdx.x * TR_TILE, r0 = blockIdx.y * TR_TILE;
+    for (int j = ty; j < TR_TILE; j += TR_ROWS) {
+        const int r = r0 + j, c = c0 + tx;
+        if (r < rows && c < cols) tile[j][tx] = in[r * cols + c];
+    }
+    __syncthreads();
+    for (int j = ty; j < TR_TILE; j += TR_ROWS) {
+        const int oc = c0 + j, orow = r0 + tx;          // out[oc][orow] = in[orow][oc]
+        if (oc < cols && orow < rows) out[oc * rows + orow] = tile[tx][j];
+    }
+}
+
+// launch: grid=(cdiv(N, TR_TILE), cdiv(K, TR_TILE)) block=(TR_TILE, TR_ROWS)
+// scratch: BT float (N, K) -- B transposed, the right operand of dA = dC @ B^T
+extern "C" __global__ void __launch_bounds__(TR_TILE * TR_ROWS)
+matmul_backward_via_transpose__transpose_B(const float* __restrict__ B, float* __restrict__ BT, int N, int K)
+{
+    __shared__ float tile[TR_TILE][TR_TILE + 1];
+    transpose_tile(B, BT, K, N, tile);
+}
+
+// launch: grid=(cdiv(K, TR_TILE), cdiv(M, TR_TILE)) block=(TR_TILE, TR_ROWS)
+// scratch: AT float (K, M) -- A transposed, the left operand of dB = A^T @ dC
+extern "C" __global__ void __launch_bounds__(TR_TILE * TR_ROWS)
+matmul_backward_via_transpose__transpose_A(const float* __restrict__ A, float* __restrict__ AT, int M, int K)
+{
+    __shared__ float tile[TR_TILE][TR_TILE + 1];
+    transpose_tile(A, AT, M, K, tile);
+}
+
+// dA (M x K) = dC (M x N) @ BT (N x K): the forward's warptile with (M, N, K) -> (M, K, N).
+// launch: grid=(cdiv(K, W_BN), cdiv(M, W_BM)) block=W_THREADS
+extern "C" __global__ void __launch_bounds__(W_THREADS)
+matmul_backward_via_transpose__dA(const float* __restrict__ dC, const float* __restrict__ BT, float* __restrict__ dA,
+                                  int M, int N, int K)
+{
+    __shared__ __align__(16) float AsT[W_BK * W_BM];
+    __shared__ __align__(16) float Bs[W_BK * W_BN];
+    warptile_gemm(dC, BT, dA, M, K, N, AsT, Bs);
+}
+
+// dB (K x N) = AT (K x M) @ dC (M x N): warptile with (M, N, K) -> (K, N, M).
+// launch: grid=(cdiv(N, W_BN), cdiv(K, W_BM)) block=W_THREADS
+extern "C" __global__ void __launch_bounds__(W_THREADS)
+matmul_backward_via_transpose__dB(const float* __restrict__ AT, const float* __restrict__ dC, float* __restrict__ dB,
+                                  int M, int N, int K)
+{
+    __shared__ __align__(16) float AsT[W_BK * W_BM];
+    __shared__ __align__(16) float Bs[W_BK * W_BN];
+    warptile_gemm(AT, dC, dB, K, N, M, AsT, Bs);
 }

@@ -1,7 +1,9 @@
 // softmax.cu - row-wise softmax of a (rows, cols) float32 matrix, numerically stable:
 //     y[r, c] = exp(x[r, c] - m_r) / sum_k exp(x[r, k] - m_r),   m_r = max_k x[r, k]
+// and its backward, from the forward's output y and the incoming gradient dy:
+//     dx[r, c] = y[r, c] * (dy[r, c] - <dy_r, y_r>)
 //
-// Variants (naive first); each adds one idea:
+// Forward variants (naive first); each adds one idea:
 //   row_per_thread   one thread per row, three passes (max, sum, write). Simple, but
 //                    neighbouring threads read addresses `cols` floats apart (no coalescing)
 //                    and a 1000-row matrix only occupies 1000 threads.
@@ -26,9 +28,20 @@
 // 32 KiB rows is 256 MiB, the L2 is ~50 MB), so DRAM traffic becomes 12 bytes per element
 // instead of 8. block_online limits the rows in flight; block_registers never re-reads.
 //
+// Backward variants (softmax_backward: y, dy -> dx; one dot product per row, then an
+// elementwise pass):
+//   row_per_thread   one thread per row: the dot product, then the write. Uncoalesced.
+//   warp_dot         one warp per row: lanes stride over the row with float4 loads, the dot
+//                    product is combined with __shfl_xor_sync, then every lane writes its
+//                    part. Reads y and dy twice (the second read usually hits L2).
+//   block_registers  one block per row, the row's y and dy held in registers (<= 16 of each
+//                    per thread): read once, write once - 12 bytes per element, the minimum.
+//                    Up to 16384 cols; warp_dot takes longer rows.
+//
 // Each kernel's launch geometry is on the `// launch:` line beside it (read by
 // harness/backends/cuda/kernels.py); its parameters are matched to the declaration
-// (harness/primitives/softmax.py) by name: tensors x, y and the dims rows, cols.
+// (harness/primitives/softmax.py) by name: tensors x, y (y, dy, dx for the backward) and the
+// dims rows, cols.
 // Sizes are int (the harness refuses rows x cols >= 2^31); row offsets are size_t.
 
 #define NEG_INF (__int_as_float(0xff800000))   // -infinity: the identity of max()
@@ -321,6 +334,131 @@ softmax_block_registers(const float* __restrict__ x, float* __restrict__ y, int 
         for (int k = 0; k < REG_FLOATS; ++k) {
             int c = tid + k * nt;
             if (c < cols) yr[c] = v[k] * inv;
+        }
+    }
+}
+
+// ================================================================== softmax_backward
+// dx = y * (dy - <dy, y>): the dot product <dy, y> is a sum of `cols` products, rounded at
+// the size of the products it adds (the declared error scale: y * (|dy| + sum |dy y|)).
+
+// ------------------------------------------------------------------ 1. row_per_thread
+// launch: grid=cdiv(rows, 256) block=256
+extern "C" __global__ void __launch_bounds__(256)
+softmax_backward_row_per_thread(const float* __restrict__ y, const float* __restrict__ dy, float* __restrict__ dx,
+                                int rows, int cols)
+{
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const float* yr = y + (size_t)r * cols;
+    const float* gr = dy + (size_t)r * cols;
+    float* dr = dx + (size_t)r * cols;
+    float dot = 0.0f;
+    for (int c = 0; c < cols; ++c) dot += gr[c] * yr[c];
+    for (int c = 0; c < cols; ++c) dr[c] = yr[c] * (gr[c] - dot);
+}
+
+// ------------------------------------------------------------------ 2. warp_dot
+// 256 threads = 8 warps = 8 rows per block.
+// launch: grid=cdiv(rows, 8) block=256
+extern "C" __global__ void __launch_bounds__(256)
+softmax_backward_warp_dot(const float* __restrict__ y, const float* __restrict__ dy, float* __restrict__ dx,
+                          int rows, int cols)
+{
+    const int lane = threadIdx.x % 32;
+    const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= rows) return;                           // the whole warp leaves together
+    const float* yr = y + (size_t)r * cols;
+    const float* gr = dy + (size_t)r * cols;
+    float* dr = dx + (size_t)r * cols;
+    const bool vec = (cols % 4 == 0) && aligned16(y) && aligned16(dy) && aligned16(dx);
+    float dot = 0.0f;
+    if (vec) {
+        const float4* y4 = reinterpret_cast<const float4*>(yr);
+        const float4* g4 = reinterpret_cast<const float4*>(gr);
+        for (int i = lane; i < cols / 4; i += 32) {
+            float4 a = y4[i], g = g4[i];
+            // One running sum: ptxas spills a register on this kernel when the four
+            // products are paired up first ((a + b) + (c + d)), and not with this.
+            dot += g.x * a.x; dot += g.y * a.y; dot += g.z * a.z; dot += g.w * a.w;
+        }
+    } else {
+        for (int c = lane; c < cols; c += 32) dot += gr[c] * yr[c];
+    }
+    dot = warp_sum(dot);                             // every lane: the row's <dy, y>
+    if (vec) {
+        const float4* y4 = reinterpret_cast<const float4*>(yr);
+        const float4* g4 = reinterpret_cast<const float4*>(gr);
+        float4* d4 = reinterpret_cast<float4*>(dr);
+        for (int i = lane; i < cols / 4; i += 32) {
+            float4 a = y4[i], g = g4[i];
+            d4[i] = make_float4(a.x * (g.x - dot), a.y * (g.y - dot), a.z * (g.z - dot), a.w * (g.w - dot));
+        }
+    } else {
+        for (int c = lane; c < cols; c += 32) dr[c] = yr[c] * (gr[c] - dot);
+    }
+}
+
+// ------------------------------------------------------------------ 3. block_registers
+// Two arrays per row now (y and dy): BWD_REG_FLOATS = 16 of each per thread, 32 registers
+// of data, the same budget as the forward's block_registers. Slots past the end hold 0.
+#define BWD_REG_FLOATS 16
+
+// launch: grid=rows block=min(1024, max(128, 32 * cdiv(cdiv(cols, BWD_REG_FLOATS), 32)))
+// requires: cols <= 1024 * BWD_REG_FLOATS -- keeps y and dy of a row in registers: at most 16384 columns (1024 threads x 16); warp_dot takes longer rows
+extern "C" __global__ void __launch_bounds__(1024)
+softmax_backward_block_registers(const float* __restrict__ y, const float* __restrict__ dy, float* __restrict__ dx,
+                                 int rows, int cols)
+{
+    __shared__ float red[33];
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const float* yr = y + (size_t)blockIdx.x * cols;
+    const float* gr = dy + (size_t)blockIdx.x * cols;
+    float* dr = dx + (size_t)blockIdx.x * cols;
+    const bool vec = (cols % 4 == 0) && aligned16(y) && aligned16(dy) && aligned16(dx);
+    if (cols > nt * BWD_REG_FLOATS) {                // the launch line refuses this; if it
+        for (int c = tid; c < cols; c += nt) dr[c] = __int_as_float(0x7fffffff);   // did: NaN
+        return;
+    }
+    float a[BWD_REG_FLOATS], g[BWD_REG_FLOATS];      // constant indices only: registers
+    if (vec) {
+        const float4* y4 = reinterpret_cast<const float4*>(yr);
+        const float4* g4 = reinterpret_cast<const float4*>(gr);
+#pragma unroll
+        for (int k = 0; k < BWD_REG_FLOATS / 4; ++k) {
+            int i = tid + k * nt;
+            float4 t = i < cols / 4 ? y4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float4 u = i < cols / 4 ? g4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            a[4 * k] = t.x; a[4 * k + 1] = t.y; a[4 * k + 2] = t.z; a[4 * k + 3] = t.w;
+            g[4 * k] = u.x; g[4 * k + 1] = u.y; g[4 * k + 2] = u.z; g[4 * k + 3] = u.w;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < BWD_REG_FLOATS; ++k) {
+            int c = tid + k * nt;
+            a[k] = c < cols ? yr[c] : 0.0f;
+            g[k] = c < cols ? gr[c] : 0.0f;
+        }
+    }
+    float dot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < BWD_REG_FLOATS; ++k) dot += g[k] * a[k];     // padding adds 0
+    dot = block_sum(dot, red);
+
+    if (vec) {
+        float4* d4 = reinterpret_cast<float4*>(dr);
+#pragma unroll
+        for (int k = 0; k < BWD_REG_FLOATS / 4; ++k) {
+            int i = tid + k * nt;
+            if (i < cols / 4)
+                d4[i] = make_float4(a[4 * k] * (g[4 * k] - dot), a[4 * k + 1] * (g[4 * k + 1] - dot),
+                                    a[4 * k + 2] * (g[4 * k + 2] - dot), a[4 * k + 3] * (g[4 * k + 3] - dot));
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < BWD_REG_FLOATS; ++k) {
+            int c = tid + k * nt;
+            if (c < cols) dr[c] = a[k] * (g[k] - dot);
         }
     }
 }

@@ -91,7 +91,7 @@ def build(backend_names: list[str], arch: str | None = None, primitives: list[st
             console.print(f"\n[bold red]{name} {r.get('primitive')}/{r.get('variant')}[/]:", highlight=False)
             console.print(str(r.get("detail", "")), highlight=False, markup=False)
         ok = sum(1 for r in rows if r.get("ok") and r.get("variant"))
-        console.print(f"{name}: {ok} kernel variants built, {len(failed)} failed", highlight=False)
+        console.print(f"{name}: {ok} built, {len(failed)} failed (one row per kernel or variant above)", highlight=False)
         if failed:
             status = 1
     return status

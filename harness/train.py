@@ -172,6 +172,7 @@ def run_backend(name: str, cfg: mlp.Config, steps: int, data, weights, batches, 
         _train(run, model, ops, steps, data, batches, ref, progress, gpu=b.device == "gpu")
         run.train_loss = model.dataset_loss(data.x_train, data.y_train)
         run.test_accuracy = float((model.predict(data.x_test) == data.y_test).mean())
+        model.close()
     except Exception as e:                                   # one failing backend never stops the others
         first = (str(e).strip().splitlines() or [""])[0]
         run.status, run.reason = "error", f"{type(e).__name__}: {first}"

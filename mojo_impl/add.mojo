@@ -1,4 +1,5 @@
-# add: elementwise out = a + b on float32 vectors of length n.
+# add: elementwise out = a + b on float32 vectors of length n, and its backward,
+# da = db = dout (a residual connection hands its gradient to both branches unchanged).
 #
 # Variants (naive first), each registered as add_<variant>:
 #   scalar    one element per loop step: the direct translation of the Python loop.
@@ -13,10 +14,16 @@
 # elements. `parallel` buys little more on a small VM, where one core already streams
 # ~30 GB/s, most of what the memory system gives two; it pays where one core cannot.
 #
+# Backward variants, each registered as add_backward_<variant>:
+#   scalar    one element per loop step, both copies written in the same step.
+#   simd      vectorize[]: one vector load of dout feeds two vector stores, so dout is
+#             read once for both outputs (two memcpy calls would read it twice).
+#   parallel  simd over chunks, one chunk per worker thread, above MIN_PER_WORKER.
+#
 # How Python calls them: add_<variant>(block), one argument block (python_entry.mojo)
-# whose slots follow the declaration (harness/primitives/add.py): a, b, out | n.
-# add_call at the bottom reads them into the kernels' typed signature (where `out` is
-# called y: `out` is a Mojo keyword).
+# whose slots follow the declaration (harness/primitives/add.py): a, b, out | n, and
+# dout, da, db | n for the backward. add_call and add_backward_call at the bottom read
+# them into the kernels' typed signatures (where `out` is called y: `out` is a Mojo keyword).
 
 from std.algorithm.functional import vectorize
 from std.os import abort
@@ -64,6 +71,41 @@ def add_parallel(a: F32Ptr, b: F32Ptr, y: F32Ptr, n: Int):
     parallelize(work, workers)
 
 
+# ----------------------------------------------------------------------------- backward
+
+def add_backward_scalar(dout: F32Ptr, da: F32Ptr, db: F32Ptr, n: Int):
+    for i in range(n):
+        var g = dout[unsafe_offset=i]
+        da[unsafe_offset=i] = g
+        db[unsafe_offset=i] = g
+
+
+def add_backward_simd(dout: F32Ptr, da: F32Ptr, db: F32Ptr, n: Int):
+    def body[width: Int](i: Int) {var}:
+        var g = dout.unsafe_load[width=width](i)      # one read ...
+        da.unsafe_store[width=width](i, g)            # ... two writes
+        db.unsafe_store[width=width](i, g)
+
+    vectorize[F32_WIDTH](n, body)
+
+
+def add_backward_parallel(dout: F32Ptr, da: F32Ptr, db: F32Ptr, n: Int):
+    var workers = min(parallelism_level(), max(1, n // MIN_PER_WORKER))
+    if workers == 1:
+        add_backward_simd(dout, da, db, n)
+        return
+    var chunk = ((n + workers - 1) // workers + 63) // 64 * 64
+
+    def work(w: Int) {var}:
+        var start = w * chunk
+        var end = min(n, start + chunk)
+        if start < end:
+            add_backward_simd(dout.unsafe_offset(start), da.unsafe_offset(start), db.unsafe_offset(start),
+                              end - start)
+
+    parallelize(work, workers)
+
+
 # ----------------------------------------------------------------------------- Python
 
 comptime AddKernel = def(F32Ptr, F32Ptr, F32Ptr, Int) thin -> None
@@ -74,6 +116,11 @@ def add_call[kernel: AddKernel](args: Args) raises:
     kernel(args.f32(0), args.f32(1), args.f32(2), args.int(3))
 
 
+def add_backward_call[kernel: AddKernel](args: Args) raises:
+    args.expect(4)                                   # dout, da, db | n
+    kernel(args.f32(0), args.f32(1), args.f32(2), args.int(3))
+
+
 @export
 def PyInit_add() abi("C") -> PythonObject:
     try:
@@ -81,6 +128,9 @@ def PyInit_add() abi("C") -> PythonObject:
         add_variant[add_call[add_scalar]](m, "add_scalar")
         add_variant[add_call[add_simd]](m, "add_simd")
         add_variant[add_call[add_parallel]](m, "add_parallel")
+        add_variant[add_backward_call[add_backward_scalar]](m, "add_backward_scalar")
+        add_variant[add_backward_call[add_backward_simd]](m, "add_backward_simd")
+        add_variant[add_backward_call[add_backward_parallel]](m, "add_backward_parallel")
         return m.finalize()
     except e:
         abort(String("error creating the add module: ", e))

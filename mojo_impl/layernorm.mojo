@@ -42,12 +42,35 @@
 # trades a cheap pass for more arithmetic per element. It matters where re-reading a
 # row costs a trip to DRAM (very long rows, GPUs).
 #
+# The backward, from x, gamma and the incoming dy (the statistics are recomputed with
+# the same shift by x0, so the stress rows pass backward too), with
+# xhat = ((x - x0) - mean_d) * rstd and g = dy * gamma:
+#
+#     dx     = rstd * (g - mean_j(g) - xhat * mean_j(g * xhat))        per row
+#     dgamma = sum_r dy * xhat,   dbeta = sum_r dy                     per column
+#
+# Backward variants, each registered as layernorm_backward_<variant>:
+#   scalar    per row: the forward's three statistics passes, a pass for the two means,
+#             a pass that writes dx and adds the row's share into dgamma and dbeta.
+#   simd      the same passes, F32_WIDTH lanes at a time (scalar tails).
+#   parallel  simd with the rows split over the worker threads. dgamma and dbeta are
+#             sums over ALL rows, which no thread sees: each thread sums its rows into
+#             its own partial dgamma/dbeta, and a second reduction adds the partials
+#             once every thread is done (no locks, no atomics, and the same order of
+#             additions on every run).
+#   fused     parallel with one pass fewer: sum(g) and sum(g * e), e = d - mean_d, are
+#             taken in the statistics' second pass, and the projection follows by
+#             algebra, sum(g * xhat) = rstd * (sum(g * e) - correction * sum(g)). Three
+#             passes per row instead of four.
+#
 # How Python calls them: layernorm_<variant>(block), one argument block (python_entry.mojo)
 # whose slots follow the declaration (harness/primitives/layernorm.py):
-# x, gamma, beta, y | rows, cols | eps. layernorm_call at the bottom reads them into the
-# kernels' typed signature; eps arrives as a Float32 argument.
+# x, gamma, beta, y | rows, cols | eps, and x, gamma, dy, dx, dgamma, dbeta | rows, cols | eps
+# for the backward. layernorm_call and layernorm_backward_call at the bottom read them
+# into the kernels' typed signatures; eps arrives as a Float32 argument.
 
 from std.math import sqrt
+from std.memory.alloc import unsafe_alloc
 from std.os import abort
 from std.python import PythonObject
 from std.runtime import parallelism_level
@@ -133,7 +156,7 @@ def row_mean_variance(xr: F32Ptr, cols: Int, x0: Float32) -> Tuple[Float32, Floa
 def write_normalised(
     xr: F32Ptr, gamma: F32Ptr, beta: F32Ptr, yr: F32Ptr, cols: Int, x0: Float32, mean_d: Float32, rstd: Float32
 ):
-    """y = ((x - x0) - mean_d) * rstd * gamma + beta: the shift is undone on the exact d."""
+    """Writes y = ((x - x0) - mean_d) * rstd * gamma + beta: the shift is undone on the exact d."""
     var j = 0
     while j + F32_WIDTH <= cols:
         var xhat = ((xr.unsafe_load[width=F32_WIDTH](j) - x0) - mean_d) * rstd
@@ -250,6 +273,231 @@ def layernorm_fused(x: F32Ptr, gamma: F32Ptr, beta: F32Ptr, y: F32Ptr, rows: Int
     split_rows[welford_rows](x, gamma, beta, y, rows, cols, eps)
 
 
+# ----------------------------------------------------------------------------- backward
+
+def layernorm_backward_scalar(
+    x: F32Ptr, gamma: F32Ptr, dy: F32Ptr, dx: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, rows: Int, cols: Int,
+    eps: Float32,
+):
+    for j in range(cols):
+        dgamma[unsafe_offset=j] = 0
+        dbeta[unsafe_offset=j] = 0
+    var n = Float32(cols)
+    for r in range(rows):
+        var xr = x.unsafe_offset(r * cols)
+        var gr = dy.unsafe_offset(r * cols)
+        var outr = dx.unsafe_offset(r * cols)
+        var x0 = xr[unsafe_offset=0]                 # the forward's statistics, the forward's way
+        var s: Float32 = 0
+        for j in range(cols):
+            s += xr[unsafe_offset=j] - x0
+        var mean_d = s / n
+        var se: Float32 = 0
+        var ss: Float32 = 0
+        for j in range(cols):
+            var e = (xr[unsafe_offset=j] - x0) - mean_d
+            se += e
+            ss += e * e
+        var correction = se / n
+        mean_d += correction
+        var rstd = 1 / sqrt(max(ss / n - correction * correction, 0) + eps)
+        var sg: Float32 = 0                          # the two means of the dx formula
+        var sgx: Float32 = 0
+        for j in range(cols):
+            var g = gr[unsafe_offset=j] * gamma[unsafe_offset=j]
+            sg += g
+            sgx += g * (((xr[unsafe_offset=j] - x0) - mean_d) * rstd)
+        var mg = sg / n
+        var mgx = sgx / n
+        for j in range(cols):                        # dx, and this row's share of the column sums
+            var xhat = ((xr[unsafe_offset=j] - x0) - mean_d) * rstd
+            var g = gr[unsafe_offset=j] * gamma[unsafe_offset=j]
+            outr[unsafe_offset=j] = rstd * (g - mg - xhat * mgx)
+            dgamma[unsafe_offset=j] += gr[unsafe_offset=j] * xhat
+            dbeta[unsafe_offset=j] += gr[unsafe_offset=j]
+
+
+def zero(p: F32Ptr, n: Int):
+    var j = 0
+    while j + F32_WIDTH <= n:
+        p.unsafe_store[width=F32_WIDTH](j, Vec(0))
+        j += F32_WIDTH
+    while j < n:
+        p[unsafe_offset=j] = 0
+        j += 1
+
+
+def write_backward_row(
+    xr: F32Ptr, gamma: F32Ptr, gr: F32Ptr, outr: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, cols: Int,
+    x0: Float32, mean_d: Float32, rstd: Float32, mg: Float32, mgx: Float32,
+):
+    """Writes dx for one row, with the row's dy * xhat and dy added into dgamma and dbeta."""
+    var j = 0
+    while j + F32_WIDTH <= cols:
+        var xhat = ((xr.unsafe_load[width=F32_WIDTH](j) - x0) - mean_d) * rstd
+        var d = gr.unsafe_load[width=F32_WIDTH](j)
+        var g = d * gamma.unsafe_load[width=F32_WIDTH](j)
+        outr.unsafe_store[width=F32_WIDTH](j, rstd * (g - mg - xhat * mgx))
+        dgamma.unsafe_store[width=F32_WIDTH](j, d.fma(xhat, dgamma.unsafe_load[width=F32_WIDTH](j)))
+        dbeta.unsafe_store[width=F32_WIDTH](j, dbeta.unsafe_load[width=F32_WIDTH](j) + d)
+        j += F32_WIDTH
+    while j < cols:
+        var xhat = ((xr[unsafe_offset=j] - x0) - mean_d) * rstd
+        var d = gr[unsafe_offset=j]
+        var g = d * gamma[unsafe_offset=j]
+        outr[unsafe_offset=j] = rstd * (g - mg - xhat * mgx)
+        dgamma[unsafe_offset=j] += d * xhat
+        dbeta[unsafe_offset=j] += d
+        j += 1
+
+
+def backward_rows_simd(
+    x: F32Ptr, gamma: F32Ptr, dy: F32Ptr, dx: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, first: Int, last: Int,
+    cols: Int, eps: Float32,
+):
+    """Rows first..last-1: dx, and their sums ADDED into dgamma and dbeta (zeroed by the caller)."""
+    var n = Float32(cols)
+    for r in range(first, last):
+        var xr = x.unsafe_offset(r * cols)
+        var gr = dy.unsafe_offset(r * cols)
+        var x0 = xr[unsafe_offset=0]
+        var stats = row_mean_variance(xr, cols, x0)          # the forward's own statistics
+        var mean_d = stats[0]
+        var rstd = 1 / sqrt(stats[1] + eps)
+        var sg = Vec(0)
+        var sgx = Vec(0)
+        var j = 0
+        while j + F32_WIDTH <= cols:
+            var g = gr.unsafe_load[width=F32_WIDTH](j) * gamma.unsafe_load[width=F32_WIDTH](j)
+            sg += g
+            sgx = g.fma(((xr.unsafe_load[width=F32_WIDTH](j) - x0) - mean_d) * rstd, sgx)
+            j += F32_WIDTH
+        var total_g = sg.reduce_add()
+        var total_gx = sgx.reduce_add()
+        while j < cols:
+            var g = gr[unsafe_offset=j] * gamma[unsafe_offset=j]
+            total_g += g
+            total_gx += g * (((xr[unsafe_offset=j] - x0) - mean_d) * rstd)
+            j += 1
+        write_backward_row(xr, gamma, gr, dx.unsafe_offset(r * cols), dgamma, dbeta, cols, x0, mean_d, rstd,
+                           total_g / n, total_gx / n)
+
+
+def backward_rows_fused(
+    x: F32Ptr, gamma: F32Ptr, dy: F32Ptr, dx: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, first: Int, last: Int,
+    cols: Int, eps: Float32,
+):
+    """As backward_rows_simd, with the two means taken in the statistics' second pass."""
+    var n = Float32(cols)
+    for r in range(first, last):
+        var xr = x.unsafe_offset(r * cols)
+        var gr = dy.unsafe_offset(r * cols)
+        var x0 = xr[unsafe_offset=0]
+        var mean_d = row_sum_shifted(xr, cols, x0) / n        # pass 1
+        var se = Vec(0)                                       # pass 2: e, e^2, g, g * e
+        var ss = Vec(0)
+        var sg = Vec(0)
+        var sge = Vec(0)
+        var j = 0
+        while j + F32_WIDTH <= cols:
+            var e = (xr.unsafe_load[width=F32_WIDTH](j) - x0) - mean_d
+            var g = gr.unsafe_load[width=F32_WIDTH](j) * gamma.unsafe_load[width=F32_WIDTH](j)
+            se += e
+            ss = e.fma(e, ss)
+            sg += g
+            sge = g.fma(e, sge)
+            j += F32_WIDTH
+        var total_e = se.reduce_add()
+        var total_ee = ss.reduce_add()
+        var total_g = sg.reduce_add()
+        var total_ge = sge.reduce_add()
+        while j < cols:
+            var e = (xr[unsafe_offset=j] - x0) - mean_d
+            var g = gr[unsafe_offset=j] * gamma[unsafe_offset=j]
+            total_e += e
+            total_ee += e * e
+            total_g += g
+            total_ge += g * e
+            j += 1
+        var correction = total_e / n
+        var rstd = 1 / sqrt(max(total_ee / n - correction * correction, 0) + eps)
+        # xhat = (e - correction) * rstd, so sum(g * xhat) = rstd * (sum(g * e) - correction * sum(g)).
+        var mgx = rstd * (total_ge - correction * total_g) / n
+        write_backward_row(xr, gamma, gr, dx.unsafe_offset(r * cols), dgamma, dbeta, cols, x0,
+                           mean_d + correction, rstd, total_g / n, mgx)       # pass 3
+
+
+comptime BackwardRows = def(F32Ptr, F32Ptr, F32Ptr, F32Ptr, F32Ptr, F32Ptr, Int, Int, Int, Float32) thin -> None
+
+
+def split_backward_rows[rows_fn: BackwardRows](
+    x: F32Ptr, gamma: F32Ptr, dy: F32Ptr, dx: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, rows: Int, cols: Int,
+    eps: Float32,
+):
+    """Runs rows_fn on blocks of rows, one per worker thread, each summing into its own partial
+    dgamma/dbeta; then the second reduction adds the partials, in worker order."""
+    zero(dgamma, cols)
+    zero(dbeta, cols)
+    var workers = min(parallelism_level(), rows, max(1, rows * cols // MIN_PER_WORKER))
+    if workers <= 1:                                 # one block: it sums straight into the outputs
+        rows_fn(x, gamma, dy, dx, dgamma, dbeta, 0, rows, cols, eps)
+        return
+    var per_worker = (rows + workers - 1) // workers
+    # Each worker's two partial rows start on a cache line of their own (a multiple of 16
+    # floats apart): two threads never write into one line.
+    var stride = (cols + 15) // 16 * 16
+    var partial = unsafe_alloc[Float32](2 * workers * stride, alignment=64).unsafe_origin_cast[MutAnyOrigin]()
+
+    def work(w: Int) {var}:
+        var first = w * per_worker
+        var last = min(rows, first + per_worker)
+        var pg = partial.unsafe_offset(2 * w * stride)
+        var pb = pg.unsafe_offset(stride)
+        zero(pg, cols)
+        zero(pb, cols)
+        if first < last:
+            rows_fn(x, gamma, dy, dx, pg, pb, first, last, cols, eps)
+
+    parallelize(work, workers)
+    for w in range(workers):                         # the second reduction
+        var pg = partial.unsafe_offset(2 * w * stride)
+        var pb = pg.unsafe_offset(stride)
+        var j = 0
+        while j + F32_WIDTH <= cols:
+            dgamma.unsafe_store[width=F32_WIDTH](
+                j, dgamma.unsafe_load[width=F32_WIDTH](j) + pg.unsafe_load[width=F32_WIDTH](j))
+            dbeta.unsafe_store[width=F32_WIDTH](j, dbeta.unsafe_load[width=F32_WIDTH](j) + pb.unsafe_load[width=F32_WIDTH](j))
+            j += F32_WIDTH
+        while j < cols:
+            dgamma[unsafe_offset=j] += pg[unsafe_offset=j]
+            dbeta[unsafe_offset=j] += pb[unsafe_offset=j]
+            j += 1
+    partial.unsafe_free()
+
+
+def layernorm_backward_simd(
+    x: F32Ptr, gamma: F32Ptr, dy: F32Ptr, dx: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, rows: Int, cols: Int,
+    eps: Float32,
+):
+    zero(dgamma, cols)
+    zero(dbeta, cols)
+    backward_rows_simd(x, gamma, dy, dx, dgamma, dbeta, 0, rows, cols, eps)
+
+
+def layernorm_backward_parallel(
+    x: F32Ptr, gamma: F32Ptr, dy: F32Ptr, dx: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, rows: Int, cols: Int,
+    eps: Float32,
+):
+    split_backward_rows[backward_rows_simd](x, gamma, dy, dx, dgamma, dbeta, rows, cols, eps)
+
+
+def layernorm_backward_fused(
+    x: F32Ptr, gamma: F32Ptr, dy: F32Ptr, dx: F32Ptr, dgamma: F32Ptr, dbeta: F32Ptr, rows: Int, cols: Int,
+    eps: Float32,
+):
+    split_backward_rows[backward_rows_fused](x, gamma, dy, dx, dgamma, dbeta, rows, cols, eps)
+
+
 # ----------------------------------------------------------------------------- Python
 
 comptime LayernormKernel = def(F32Ptr, F32Ptr, F32Ptr, F32Ptr, Int, Int, Float32) thin -> None
@@ -260,6 +508,17 @@ def layernorm_call[kernel: LayernormKernel](args: Args) raises:
     kernel(args.f32(0), args.f32(1), args.f32(2), args.f32(3), args.int(4), args.int(5), args.float32(6))
 
 
+comptime LayernormBackwardKernel = def(
+    F32Ptr, F32Ptr, F32Ptr, F32Ptr, F32Ptr, F32Ptr, Int, Int, Float32
+) thin -> None
+
+
+def layernorm_backward_call[kernel: LayernormBackwardKernel](args: Args) raises:
+    args.expect(9)                                   # x, gamma, dy, dx, dgamma, dbeta | rows, cols | eps
+    kernel(args.f32(0), args.f32(1), args.f32(2), args.f32(3), args.f32(4), args.f32(5), args.int(6),
+           args.int(7), args.float32(8))
+
+
 @export
 def PyInit_layernorm() abi("C") -> PythonObject:
     try:
@@ -268,6 +527,10 @@ def PyInit_layernorm() abi("C") -> PythonObject:
         add_variant[layernorm_call[layernorm_simd]](m, "layernorm_simd")
         add_variant[layernorm_call[layernorm_parallel]](m, "layernorm_parallel")
         add_variant[layernorm_call[layernorm_fused]](m, "layernorm_fused")
+        add_variant[layernorm_backward_call[layernorm_backward_scalar]](m, "layernorm_backward_scalar")
+        add_variant[layernorm_backward_call[layernorm_backward_simd]](m, "layernorm_backward_simd")
+        add_variant[layernorm_backward_call[layernorm_backward_parallel]](m, "layernorm_backward_parallel")
+        add_variant[layernorm_backward_call[layernorm_backward_fused]](m, "layernorm_backward_fused")
         return m.finalize()
     except e:
         abort(String("error creating the layernorm module: ", e))

@@ -5,6 +5,10 @@
 # Subtracting the row max changes nothing mathematically but keeps exp() from
 # overflowing (x = 1000, or any row offset by 1e4, would give inf otherwise).
 #
+# And its backward, from the forward's output y and the incoming gradient dy:
+#
+#     dx[r, j] = y[r, j] * (dy[r, j] - s_r),   s_r = sum_k dy[r, k] * y[r, k]
+#
 # Variants (naive first), each registered as softmax_<variant>:
 #   scalar       three passes per row, one element at a time: max, sum of exp(x - max),
 #                normalise. Reads the row three times and computes each exp twice.
@@ -26,11 +30,25 @@
 # row does not fit in fast memory: very long rows, or a GPU block streaming through
 # DRAM (see the CUDA twin).
 #
+# Backward variants, each registered as softmax_backward_<variant>:
+#   scalar     two passes per row, one element at a time: the dot product s = <dy, y>,
+#              then dx = y * (dy - s).
+#   simd       the same two passes, F32_WIDTH lanes at a time; the dot product keeps
+#              per-lane partial sums (with FMA) merged at the end of the row, and the
+#              last cols % width elements are one masked vector, not a scalar loop.
+#   parallel   simd with the rows split over the worker threads.
+#
+# The backward does no exp at all: it is two reads of y and dy and one write per
+# element, memory-bound like add once vectorised. Its error is the dot product's: each
+# dx carries the rounding of s, a sum of `cols` terms (the declaration's error model).
+#
 # How Python calls them: softmax_<variant>(block), one argument block (python_entry.mojo)
-# whose slots follow the declaration (harness/primitives/softmax.py): x, y | rows, cols.
-# softmax_call at the bottom reads them into the kernels' typed signature.
+# whose slots follow the declaration (harness/primitives/softmax.py): x, y | rows, cols,
+# and y, dy, dx | rows, cols for the backward. softmax_call and softmax_backward_call at
+# the bottom read them into the kernels' typed signatures.
 
-from std.math import exp
+from std.math import exp, iota
+from std.sys.intrinsics import masked_load, masked_store
 from std.os import abort
 from std.python import PythonObject
 from std.runtime import parallelism_level
@@ -188,6 +206,70 @@ def softmax_fused(x: F32Ptr, y: F32Ptr, rows: Int, cols: Int):
     split_rows[fused_rows](x, y, rows, cols)
 
 
+# ----------------------------------------------------------------------------- backward
+
+def softmax_backward_scalar(y: F32Ptr, dy: F32Ptr, dx: F32Ptr, rows: Int, cols: Int):
+    for r in range(rows):
+        var yr = y.unsafe_offset(r * cols)
+        var gr = dy.unsafe_offset(r * cols)
+        var xr = dx.unsafe_offset(r * cols)
+        var s: Float32 = 0
+        for j in range(cols):                         # pass 1: <dy, y>
+            s += gr[unsafe_offset=j] * yr[unsafe_offset=j]
+        for j in range(cols):                         # pass 2: dx = y * (dy - s)
+            xr[unsafe_offset=j] = yr[unsafe_offset=j] * (gr[unsafe_offset=j] - s)
+
+
+def first_lanes(count: Int) -> SIMD[DType.bool, F32_WIDTH]:
+    """A mask of the first `count` lanes: the row's last, partial vector."""
+    return iota[DType.int32, F32_WIDTH]().lt(SIMD[DType.int32, F32_WIDTH](Int32(count)))
+
+
+def backward_rows(y: F32Ptr, dy: F32Ptr, dx: F32Ptr, first: Int, last: Int, cols: Int):
+    var full = cols - cols % F32_WIDTH
+    var tail = first_lanes(cols - full)
+    for r in range(first, last):
+        var yr = y.unsafe_offset(r * cols)
+        var gr = dy.unsafe_offset(r * cols)
+        var xr = dx.unsafe_offset(r * cols)
+        var acc = Vec(0)
+        var j = 0
+        while j < full:
+            acc = gr.unsafe_load[width=F32_WIDTH](j).fma(yr.unsafe_load[width=F32_WIDTH](j), acc)
+            j += F32_WIDTH
+        # The tail as one masked vector: lanes past the row read nothing and add 0.
+        var y_tail = masked_load[F32_WIDTH](yr.unsafe_offset(full), tail, Vec(0))
+        var g_tail = masked_load[F32_WIDTH](gr.unsafe_offset(full), tail, Vec(0))
+        var s = Vec(g_tail.fma(y_tail, acc).reduce_add())
+        j = 0
+        while j < full:
+            xr.unsafe_store[width=F32_WIDTH](
+                j, yr.unsafe_load[width=F32_WIDTH](j) * (gr.unsafe_load[width=F32_WIDTH](j) - s))
+            j += F32_WIDTH
+        if full < cols:
+            masked_store[F32_WIDTH](y_tail * (g_tail - s), xr.unsafe_offset(full), tail)
+
+
+def softmax_backward_simd(y: F32Ptr, dy: F32Ptr, dx: F32Ptr, rows: Int, cols: Int):
+    backward_rows(y, dy, dx, 0, rows, cols)
+
+
+def softmax_backward_parallel(y: F32Ptr, dy: F32Ptr, dx: F32Ptr, rows: Int, cols: Int):
+    var workers = min(parallelism_level(), rows, max(1, rows * cols // MIN_PER_WORKER))
+    if workers <= 1:
+        backward_rows(y, dy, dx, 0, rows, cols)
+        return
+    var per_worker = (rows + workers - 1) // workers
+
+    def work(w: Int) {var}:
+        var first = w * per_worker
+        var last = min(rows, first + per_worker)
+        if first < last:
+            backward_rows(y, dy, dx, first, last, cols)
+
+    parallelize(work, workers)
+
+
 # ----------------------------------------------------------------------------- Python
 
 comptime SoftmaxKernel = def(F32Ptr, F32Ptr, Int, Int) thin -> None
@@ -198,6 +280,14 @@ def softmax_call[kernel: SoftmaxKernel](args: Args) raises:
     kernel(args.f32(0), args.f32(1), args.int(2), args.int(3))
 
 
+comptime SoftmaxBackwardKernel = def(F32Ptr, F32Ptr, F32Ptr, Int, Int) thin -> None
+
+
+def softmax_backward_call[kernel: SoftmaxBackwardKernel](args: Args) raises:
+    args.expect(5)                                   # y, dy, dx | rows, cols
+    kernel(args.f32(0), args.f32(1), args.f32(2), args.int(3), args.int(4))
+
+
 @export
 def PyInit_softmax() abi("C") -> PythonObject:
     try:
@@ -206,6 +296,9 @@ def PyInit_softmax() abi("C") -> PythonObject:
         add_variant[softmax_call[softmax_online_simd]](m, "softmax_online_simd")
         add_variant[softmax_call[softmax_parallel]](m, "softmax_parallel")
         add_variant[softmax_call[softmax_fused]](m, "softmax_fused")
+        add_variant[softmax_backward_call[softmax_backward_scalar]](m, "softmax_backward_scalar")
+        add_variant[softmax_backward_call[softmax_backward_simd]](m, "softmax_backward_simd")
+        add_variant[softmax_backward_call[softmax_backward_parallel]](m, "softmax_backward_parallel")
         return m.finalize()
     except e:
         abort(String("error creating the softmax module: ", e))

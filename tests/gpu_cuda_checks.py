@@ -1,7 +1,7 @@
 """GPU checks for the CUDA backend and its peers, one per subprocess (tests/test_cuda_gpu.py
 runs them with timeouts): a kernel fault or a hang then costs one check, not the session.
 
-    python tests/gpu_cuda_checks.py probe | verify | timing | peaks | fault | contract | peers | cache
+    python tests/gpu_cuda_checks.py probe | verify | timing | peaks | fault | contract | ops | peers | cache
 
 Each prints what it measured and exits 0 when every assertion held, 1 with the failures
 otherwise, 3 when there is no GPU (with the reason).
@@ -35,10 +35,21 @@ LARGE = {
     "softmax": [(1000, 4097), (4096, 4096), (257, 16384), (16, 32768)],
     "layernorm": [(1000, 4097), (4096, 4096), (257, 16384), (16, 32768)],
     "matmul": [(1000, 1029, 1031), (129, 4096, 260)],
+    "add_backward": [(2**24 + 3,)], "relu_backward": [(2**24 + 3,)], "gelu_backward": [(2**24 + 3,)],
+    "adamw": [(2**24 + 3,)],
+    "softmax_backward": [(1000, 4097), (4096, 4096), (257, 16384), (16, 32768)],
+    "layernorm_backward": [(1000, 4097), (4096, 4096), (3000, 8192), (16, 32768)],
+    "matmul_backward": [(1000, 1029, 1031), (129, 4096, 260)],
+    "bias_add": [(1000, 4097), (4096, 4096)], "bias_add_backward": [(1000, 4097), (65536, 10), (7, 100000)],
+    "cross_entropy": [(1000, 4097), (65536, 10), (64, 50257)],
+    "cross_entropy_backward": [(1000, 4097), (65536, 10), (64, 50257)],
 }
 # The fastest variants at sizes that fill an H200.
 TIMING_CASES = (("add", "vec4", (2**26,)), ("softmax", "block_registers", (4096, 4096)),
-                ("layernorm", "block_registers", (4096, 4096)), ("matmul", "warptile", (2048, 2048, 2048)))
+                ("layernorm", "block_registers", (4096, 4096)), ("matmul", "warptile", (2048, 2048, 2048)),
+                # variants of several steps (and scratch): events around all their launches
+                ("layernorm_backward", "fused", (4096, 4096)), ("matmul_backward", "via_transpose", (2048, 2048, 2048)),
+                ("adamw", "vec4", (2**26,)))
 failures: list[str] = []
 facts: dict = {}
 
@@ -250,6 +261,94 @@ def check_contract():
     rows = Runner(RunConfig(primitives=[DEMO.name], backends=["cuda"], quick=True, sizes=[4096],
                             timing=TimingConfig.quick())).run()
     expect(rows and all(r["status"] == "pass" for r in rows), f"demo rows: {[(r['phase'], r['reason']) for r in rows]}")
+    finish()
+
+
+def check_ops():
+    """A small classifier's forward, backward and AdamW step through the op layer (CudaOps):
+    buffers that stay on the device (views, int64 labels, a 0-d loss), every call made once
+    and run twice, set_scalars between AdamW steps, poison, copy and ops.time. Every variant
+    of every primitive in the chain runs on the device buffers; its outputs are verified
+    against the float64 reference of exactly the inputs it read (downloaded back), and the
+    second run must give the same bits (no kernel here uses atomics)."""
+    b = require_gpu()
+    ops = b.ops()
+    expect(ops is not None and ops.name == "cuda", "ops() is None or not cuda with a GPU")
+    if ops is None:
+        finish()
+    Bt, D, H, C = 33, 64, 129, 10                     # odd: partial tiles, tails, scalar paths
+    rng = np.random.default_rng(0)
+    host = {"x": rng.standard_normal((Bt, D)).astype(np.float32),
+            "W1": (rng.standard_normal((D, H)) / 8).astype(np.float32), "b1": rng.standard_normal(H).astype(np.float32),
+            "W2": (rng.standard_normal((H, C)) / 11).astype(np.float32), "b2": rng.standard_normal(C).astype(np.float32),
+            "labels": rng.integers(0, C, size=Bt).astype(np.int64)}
+    buf = {k: ops.upload(v) for k, v in host.items()}
+    e = ops.empty
+    buf.update(h=e((Bt, H)), hb=e((Bt, H)), a=e((Bt, H)), z=e((Bt, C)), zb=e((Bt, C)), losses=e((Bt,)), loss=e(()),
+               dz=e((Bt, C)), da=e((Bt, H)), dh=e((Bt, H)), dx=e((Bt, D)), dW1=e((D, H)), db1=e((H,)),
+               dW2=e((H, C)), db2=e((C,)), m=ops.upload(np.zeros(D * H, np.float32)),
+               v=ops.upload(np.zeros(D * H, np.float32)))
+    for name in ("hb", "a", "da", "dh"):
+        buf[name + "_flat"] = ops.view(buf[name], (Bt * H,))
+    buf["W1_flat"], buf["dW1_flat"] = ops.view(buf["W1"], (D * H,)), ops.view(buf["dW1"], (D * H,))
+    chain = [("matmul", {"A": "x", "B": "W1", "C": "h"}, None), ("bias_add", {"x": "h", "b": "b1", "y": "hb"}, None),
+             ("relu", {"x": "hb_flat", "y": "a_flat"}, None), ("matmul", {"A": "a", "B": "W2", "C": "z"}, None),
+             ("bias_add", {"x": "z", "b": "b2", "y": "zb"}, None),
+             ("cross_entropy", {"logits": "zb", "labels": "labels", "losses": "losses", "loss": "loss"}, None),
+             ("cross_entropy_backward", {"logits": "zb", "labels": "labels", "dlogits": "dz"}, None),
+             ("matmul_backward", {"A": "a", "B": "W2", "dC": "dz", "dA": "da", "dB": "dW2"}, None),
+             ("bias_add_backward", {"dy": "dz", "db": "db2"}, None),
+             ("relu_backward", {"x": "hb_flat", "dy": "da_flat", "dx": "dh_flat"}, None),
+             ("matmul_backward", {"A": "x", "B": "W1", "dC": "dh", "dA": "dx", "dB": "dW1"}, None),
+             ("bias_add_backward", {"dy": "dh", "db": "db1"}, None),
+             ("adamw", {"params": "W1_flat", "grads": "dW1_flat", "m": "m", "v": "v"}, {"lr": 1e-2, "step": 1})]
+    times = {}
+    for primitive, wiring, scalars in chain:
+        prim = catalogue.get(primitive)
+        bufs = {t: buf[n] for t, n in wiring.items()}
+        dims = prim.dims_from({t.name: np.empty(bufs[t.name].shape) for t in prim.inputs})
+        variants = [v for v in K.variants(primitive) if not K.limit(K.spec(primitive, v), dims)]
+        for variant in variants:                      # the last one stays in place for what follows
+            call = ops.call(primitive, variant, bufs, scalars)
+            before = {t.name: ops.download(bufs[t.name]) for t in prim.inputs}
+            keep = {t.name: ops.upload(before[t.name]) for t in prim.tensors if t.role == "inout"}
+            runs = []
+            for rerun in range(2):
+                for name, k in keep.items():
+                    ops.copy(bufs[name], k)
+                for t in prim.returned:
+                    ops.poison(bufs[t.name])
+                call.run()
+                runs.append({t.name: ops.download(bufs[t.name]) for t in prim.outputs})
+            where = f"{primitive}/{variant} {dims}"
+            v = verify(prim, before, runs[0], dims, scalars=scalars)
+            expect(v.ok, f"ops {where}: {v.message}")
+            expect(all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0]), f"ops {where}: a rerun changed bits")
+            if primitive == "adamw":                  # the next step, from the same state
+                for name, k in keep.items():
+                    ops.copy(bufs[name], k)
+                call.set_scalars(step=2)
+                call.run()
+                outs = {t.name: ops.download(bufs[t.name]) for t in prim.outputs}
+                v = verify(prim, before, outs, dims, scalars={**scalars, "step": 2})
+                expect(v.ok, f"ops {where} step 2: {v.message}")
+                for name, k in keep.items():
+                    ops.copy(bufs[name], k)
+            t = ops.time(call.run)
+            times[f"{primitive}/{variant}"] = t
+            expect(0 < t < 1, f"ops.time of {where}: {t} s")
+            for k in keep.values():
+                ops.free(k)
+            if hasattr(call, "close") and variant != variants[-1]:
+                call.close()
+    facts["ops_time_us"] = {k: round(t * 1e6, 1) for k, t in times.items()}
+    loss = float(ops.download(buf["loss"]))
+    facts["ops_loss"] = loss
+    expect(math.isfinite(loss) and 0 < loss < 20, f"loss {loss}")
+    ops.poison(buf["labels"])
+    from harness.core.declaration import INT_SENTINEL
+    expect((ops.download(buf["labels"]) == INT_SENTINEL).all(), "int64 poison is not the sentinel")
+    ops.synchronize()
     finish()
 
 

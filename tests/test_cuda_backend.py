@@ -44,6 +44,7 @@ def test_cuda_variants_are_listed_and_skipped_in_a_run_without_a_gpu():
     b = CudaBackend()
     assert b.variants("matmul")[0] == "naive" and "warptile" in b.variants("matmul")
     assert b.max_problem_bytes() is None
+    assert b.ops() is None                                     # no op layer without a GPU
     assert b.measure_floor(TimingConfig.quick(), None) is None
     env = b.environment()
     assert "nvrtc" in env and "gpu" not in env and "cuda_core" not in env

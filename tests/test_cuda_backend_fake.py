@@ -541,7 +541,7 @@ def test_the_empty_call_floor_launches_an_empty_kernel(fake):
     assert fake.launches and set(fake.launches) == {"floor_noop"}
 
 
-@pytest.mark.parametrize("check", ["contract", "fault", "cache"])
+@pytest.mark.parametrize("check", ["contract", "fault", "cache", "ops"])
 def test_the_gpu_checks_hold_against_the_fake_driver(fake, monkeypatch, capsys, check):
     """tests/gpu_cuda_checks.py only runs where a GPU is; run the checks that are cheap on
     the emulator here, so their use of the API is proven before a GPU ever sees them."""
@@ -555,3 +555,179 @@ def test_the_gpu_checks_hold_against_the_fake_driver(fake, monkeypatch, capsys, 
     with pytest.raises(SystemExit) as info:
         G.CHECKS[check]()
     assert info.value.code == 0, capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the op layer
+
+def _bits(a: np.ndarray) -> set:
+    return set(np.ascontiguousarray(a).view(np.uint32 if a.dtype == np.float32 else np.uint64).reshape(-1).tolist())
+
+
+def test_ops_buffers_round_trip_copy_poison_and_free(fake):
+    ops = backends.get("cuda").ops()
+    assert ops is backends.get("cuda").ops() and ops.name == "cuda"
+    f = np.arange(12, dtype=np.float32).reshape(3, 4)
+    i = np.array([5, -7, 2**40], dtype=np.int64)
+    bf, bi, b0 = ops.upload(f), ops.upload(i), ops.upload(np.float32(2.5))
+    assert (bf.shape, bf.dtype, bi.dtype, b0.shape) == ((3, 4), "float32", "int64", ())
+    assert np.array_equal(ops.download(bf), f) and np.array_equal(ops.download(bi), i)
+    assert ops.download(b0).shape == () and float(ops.download(b0)) == 2.5
+    ops.write(bf, f * 2)
+    assert np.array_equal(ops.download(bf), f * 2)
+    other = ops.empty((3, 4))
+    ops.copy(other, bf)                                       # device to device
+    assert np.array_equal(ops.download(other), f * 2)
+    ops.poison(other)
+    ops.poison(bi)
+    assert _bits(ops.download(other)) == {0x7FC00000}         # NaN in every word
+    assert (ops.download(bi) == INT_SENTINEL).all()           # cuMemsetD32 of 0x81111111
+    flat = ops.view(bf, (12,))                                # the same memory, another shape
+    assert np.array_equal(ops.download(flat), (f * 2).reshape(-1))
+    with pytest.raises(InputError, match="sizes or dtypes differ"):
+        ops.copy(ops.empty((4,)), bf)
+    with pytest.raises(InputError, match="does not fit"):
+        ops.write(bf, np.zeros(5, np.float32))
+    with pytest.raises(InputError, match="float32 or int64"):
+        ops.upload(np.zeros(3, np.float64).astype(np.float16))
+    allocated = len(fake.mem)
+    ops.free(other)
+    assert len(fake.mem) == allocated - 1
+    with pytest.raises(BackendError, match="has been freed"):
+        ops.download(other)
+    from harness.backends.numpy_baseline import NumpyOps
+    with pytest.raises(InputError, match="not a buffer of cuda"):
+        ops.download(NumpyOps().upload(f))
+    for b in (bf, bi, b0):
+        ops.free(b)
+
+
+def test_ops_call_checks_once_and_run_only_launches(fake):
+    ops = backends.get("cuda").ops()
+    prim = catalogue.get("relu")
+    x = prim.make_inputs((1001,), "normal", 0)["x"]
+    bx, by = ops.upload(x), ops.empty((1001,))
+    call = ops.call("relu", "vec4", {"x": bx, "y": by})
+    copies = fake.calls["cuMemcpyHtoD"] + fake.calls["cuMemcpyDtoH"]
+    for _ in range(3):
+        call.run()
+    assert fake.calls["cuMemcpyHtoD"] + fake.calls["cuMemcpyDtoH"] == copies     # no transfers
+    assert fake.launches[-3:] == ["relu_vec4"] * 3
+    assert verify(prim, {"x": x}, {"y": ops.download(by)}, (1001,)).ok
+    # Checked at call(), once: names, shapes, dtypes, the launch, the variant.
+    with pytest.raises(InputError, match="missing y"):
+        ops.call("relu", "vec4", {"x": bx})
+    with pytest.raises(InputError, match="expected"):
+        ops.call("relu", "vec4", {"x": bx, "y": ops.empty((1000,))})
+    with pytest.raises(InputError, match="is int64"):
+        ops.call("relu", "vec4", {"x": bx, "y": ops.empty((1001,), "int64")})
+    with pytest.raises(BackendError, match="no variant 'nope' of relu"):
+        ops.call("relu", "nope", {"x": bx, "y": by})
+    wide = ops.empty((1, 40000))
+    with pytest.raises(BackendError, match="at most 32768 columns"):
+        ops.call("softmax", "block_registers", {"x": wide, "y": ops.empty((1, 40000))})
+    with pytest.raises(InputError, match="unknown scalar"):
+        ops.call("relu", "vec4", {"x": bx, "y": by}, {"eps": 1.0})
+
+
+def test_a_calls_scalars_are_typed_and_set_scalars_rebuilds_them(fake):
+    """AdamW's step is an int32 kernel argument and lr a float32: the fake reads each with
+    the width the kernel declares, so a wrong type would give a wrong answer here."""
+    ops = backends.get("cuda").ops()
+    prim = catalogue.get("adamw")
+    dims = (1003,)
+    inputs = prim.make_inputs(dims, "normal", 0)
+    bufs = {name: ops.upload(a) for name, a in inputs.items()}
+    keep = {name: ops.upload(a) for name, a in inputs.items() if prim.tensor(name).role == "inout"}
+    call = ops.call("adamw", "vec4", bufs, {"lr": 1e-2})
+    assert type(call.scalars["step"]) is np.int32 and type(call.scalars["lr"]) is np.float32
+    for change in ({}, {"step": 1}, {"step": 1000}):        # lr = 1e-2 from call() is kept
+        scalars = {"lr": 1e-2, **change}
+        for name, b in keep.items():
+            ops.copy(bufs[name], b)
+        call.set_scalars(**change)
+        call.run()
+        outs = {t.name: ops.download(bufs[t.name]) for t in prim.outputs}
+        v = verify(prim, inputs, outs, dims, scalars=scalars)
+        assert v.ok, f"{scalars}: {v.message}"
+    assert not verify(prim, inputs, outs, dims, scalars={"lr": 1e-2, "step": 3}).ok   # step 1000 really reached it
+    with pytest.raises(InputError, match="unknown scalar"):
+        call.set_scalars(momentum=0.5)
+    with pytest.raises(InputError, match="fraction"):
+        call.set_scalars(step=1.5)
+
+
+@pytest.mark.parametrize("primitive,variant", [("layernorm_backward", "fused"), ("matmul_backward", "via_transpose"),
+                                               ("cross_entropy", "warp_online")])
+def test_a_variant_of_several_steps_runs_them_in_order_with_its_scratch(fake, primitive, variant):
+    ops = backends.get("cuda").ops()
+    prim = catalogue.get(primitive)
+    dims = prim.check_dims[-2]
+    inputs = prim.make_inputs(dims, prim.all_distributions[-1], 0)
+    bufs = {t.name: ops.upload(inputs[t.name]) if t.is_input else ops.empty(prim.shape_of(t, dims), t.dtype)
+            for t in prim.tensors}
+    spec = K.spec(primitive, variant)
+    before = len(fake.mem)
+    call = ops.call(primitive, variant, bufs)
+    assert len(fake.mem) == before + len(spec.scratch) and set(call.scratch) == {s.name for s in spec.scratch}
+    for dev in call.scratch.values():                          # scratch starts as NaN, never as zeros
+        assert _bits(ops.download(ops_view_of(ops, dev))) == {0x7FC00000}
+    start = len(fake.launches)
+    call.run()
+    assert fake.launches[start:] == list(spec.kernels)
+    outs = {t.name: ops.download(bufs[t.name]) for t in prim.outputs}
+    v = verify(prim, inputs, outs, dims)
+    assert v.ok, v.message
+    call.close()
+    assert len(fake.mem) == before
+
+
+def ops_view_of(ops, dev):
+    """A scratch DeviceBuffer seen as a float32 Buffer of the op layer (test only)."""
+    from harness.backends.ops import Buffer
+    return Buffer(ops, (dev.nbytes // 4,), "float32", dev)
+
+
+def test_ops_time_is_events_without_the_l2_flush(fake):
+    ops = backends.get("cuda").ops()
+    bx, by = ops.upload(np.ones(64, np.float32)), ops.empty((64,))
+    call = ops.call("relu", "naive", {"x": bx, "y": by})
+    memsets, events = fake.calls["cuMemsetD32Async"], fake.calls["cuEventRecord"]
+    assert ops.time(call.run) == pytest.approx(FAKE_MS * 1e-3)
+    assert fake.calls["cuMemsetD32Async"] == memsets          # no flush: a step's op sees a warm cache
+    assert fake.calls["cuEventRecord"] == events + 2
+    bound = backends.get("cuda").prepare("relu", "naive").bind({"x": np.ones(64, np.float32)})
+    try:
+        memsets = fake.calls["cuMemsetD32Async"]
+        bound.time_once(None)                                  # the measurement path flushes
+        assert fake.calls["cuMemsetD32Async"] == memsets + 1
+    finally:
+        bound.close()
+
+
+def test_buffers_of_a_context_reset_by_a_fault_say_so(fake, monkeypatch, tmp_path):
+    _with_faulty_add(monkeypatch, tmp_path)
+    b = backends.get("cuda")
+    ops = b.ops()
+    a = ops.upload(np.ones(100, np.float32))
+    good = ops.call("add", "naive", {"a": a, "b": a, "out": ops.empty((100,))})
+    bad = ops.call("add", "out_of_bounds", {"a": a, "b": a, "out": ops.empty((100,))})
+    good.run()
+    bad.run()
+    with pytest.raises(BackendError, match="kernel fault in one of add/naive, add/out_of_bounds"):
+        ops.synchronize()                      # two calls since the last sync: both named, neither banned
+    with pytest.raises(BackendError, match="reset after a kernel fault.*upload it again"):
+        ops.download(a)
+    with pytest.raises(BackendError, match="make the call again on new buffers"):
+        good.run()
+    fresh = ops.upload(np.ones(100, np.float32))
+    bad2 = ops.call("add", "out_of_bounds", {"a": fresh, "b": fresh, "out": ops.empty((100,))})
+    bad2.run()
+    with pytest.raises(BackendError, match="kernel fault in add/out_of_bounds"):
+        ops.download(fresh)                    # one call since the last sync: that one is banned
+    with pytest.raises(BackendError, match="not run: add/out_of_bounds faulted earlier"):
+        ops.call("add", "out_of_bounds", {"a": ops.upload(np.ones(4, np.float32)), "b": ops.upload(np.ones(4, np.float32)),
+                                          "out": ops.empty((4,))})
+    out = ops.empty((100,))
+    again = ops.upload(np.ones(100, np.float32))
+    ops.call("add", "vec4", {"a": again, "b": again, "out": out}).run()
+    assert (ops.download(out) == 2).all()

@@ -52,19 +52,21 @@ def _sizes(prim):
 def test_every_kernel_compiles_without_spills_and_fits_its_launches(built, stem, arch):
     comp = built[(stem, arch)]
     assert comp.cubin[:4] == b"\x7fELF", "a CUBIN is an ELF image"
-    for spec in K.kernels_of(stem):
-        prim = catalogue.get(spec.primitive)
-        res = comp.resources.get(spec.kernel)
-        assert res is not None, f"{spec.kernel} missing from the ptxas report of {spec.file}"
-        assert res.registers > 0
-        assert (res.spill_stores, res.spill_loads) == (0, 0), f"{spec.kernel} spills on {arch}: {res.describe()}"
+    for variant in K.variants_of(stem):
+        prim = catalogue.get(variant.primitive)
+        for step in variant.steps:
+            res = comp.resources.get(step.kernel)
+            assert res is not None, f"{step.kernel} missing from the ptxas report of {step.file}"
+            assert res.registers > 0
+            assert (res.spill_stores, res.spill_loads) == (0, 0), f"{step.kernel} spills on {arch}: {res.describe()}"
         for dims in _sizes(prim):
-            if K.limit(spec, dims):
+            if K.limit(variant, dims):
                 continue
-            lc = K.launch(spec, dims)
-            regs = res.registers * lc.threads_per_block
-            assert regs <= REGISTERS_PER_SM, f"{spec.kernel} at {dims}: {regs} registers per block"
-            assert res.smem_bytes + lc.shared_bytes <= 48 * 1024
+            for step, lc in zip(variant.steps, K.plan(variant, dims).launches):
+                res = comp.resources[step.kernel]
+                regs = res.registers * lc.threads_per_block
+                assert regs <= REGISTERS_PER_SM, f"{step.kernel} at {dims}: {regs} registers per block"
+                assert res.smem_bytes + lc.shared_bytes <= 48 * 1024
 
 
 def test_the_test_primitives_kernel_compiles():
@@ -162,10 +164,16 @@ def test_build_prints_one_line_per_kernel(monkeypatch, tmp_path):
     assert code == 0, text
     for p in ("softmax", "matmul"):
         for v in K.variants(p):
-            kernel = K.spec(p, v).kernel
-            line = next(ln for ln in text.splitlines() if f" {kernel} " in ln)
-            assert v in line and "ok" in line
-    assert "cuda for sm_80" in text and "12 kernel variants built, 0 failed" in text
+            for kernel in K.spec(p, v).kernels:
+                line = next(ln for ln in text.splitlines() if f" {kernel} " in ln)
+                assert v in line and "ok" in line
+    assert "cuda for sm_80" in text and "12 built, 0 failed" in text
+    # A variant of several steps: one line per kernel, each naming its step's kernel.
+    code, text = _run_build(monkeypatch, tmp_path, ["cuda"], arch="sm_90", primitives=["matmul_backward"])
+    assert code == 0, text
+    steps = K.spec("matmul_backward", "via_transpose").kernels
+    assert len(steps) == 4 and all(any(f" {k} " in ln and "via_transpose" in ln for ln in text.splitlines())
+                                   for k in steps)
 
 
 def _kernel_folder(monkeypatch, tmp_path, **sources):
@@ -197,7 +205,7 @@ def test_build_checks_signatures_and_flags_kernels_never_launched(monkeypatch, t
     assert code == 1
     assert "add_vec4: parameter 'a': tensor 'a' has role 'in': declare it `const`" in text
     assert "add_spare: compiled, but no // launch: line makes it a variant" in text
-    assert "5 kernel variants built, 1 failed" in text         # add naive, grid_stride + relu's three
+    assert "5 built, 1 failed" in text         # add naive, grid_stride + relu's three
 
 
 def test_build_reports_a_malformed_file_and_goes_on(monkeypatch, tmp_path):

@@ -76,7 +76,7 @@ def demo(monkeypatch, tmp_path):
 
 def run_demo_on_emulator(inputs: dict, dims, scalars=None) -> dict:
     from tests.cuda_emu import run_kernel
-    spec = K.spec(DEMO.name, "naive")
+    spec = K.spec(DEMO.name, "naive").only()
     lc = K.launch(spec, dims)
     arrays = {n: np.array(a, copy=True) for n, a in inputs.items()}       # inout is updated in place
     for t in DEMO.tensors:

@@ -46,7 +46,7 @@ def _check(check: str, timeout: int) -> None:
 
 
 def test_every_variant_verifies_on_the_gpu_at_odd_and_large_sizes():
-    _check("verify", timeout=240)
+    _check("verify", timeout=480)          # every variant of ~20 primitives, every distribution
 
 
 def test_event_timing_l2_flush_and_end_to_end_are_plausible():
@@ -63,6 +63,10 @@ def test_a_kernel_fault_is_reported_and_the_run_continues():
 
 def test_every_kind_of_tensor_and_scalar_on_the_gpu():
     _check("contract", timeout=120)
+
+
+def test_the_op_layer_runs_a_classifier_step_on_device_buffers():
+    _check("ops", timeout=180)
 
 
 def test_peers_verify_and_time():

@@ -1,7 +1,8 @@
 """harness/backends/cuda/kernels.py: every kernel of every .cu describes itself (its
-`// launch:` line, its `// requires:` lines and its signature), and is checked here at sizes
-no emulator can run: its spec parses, its parameters bind to its declaration by name, and
-its launch at every check dims, long check dims and GPU-ladder size stays inside CUDA's
+`// launch:` line, its `// requires:` and `// scratch:` lines and its signature), and is
+checked here at sizes no emulator can run: every variant parses (one kernel, or steps named
+`<primitive>_<variant>__<step>`), its parameters bind to its declaration by name, and every
+step's launch at every check dims, long check dims and GPU-ladder size stays inside CUDA's
 limits and its __launch_bounds__. Refusals carry their reason; malformed sources fail with
 one line naming the file, the kernel and the parameter. (The emulator tests prove the
 kernels compute the right thing with this same geometry.)"""
@@ -16,7 +17,7 @@ from harness.backends.cuda import kernels as K
 from harness.core import catalogue
 from harness.core.declaration import Primitive, Tensor, Tolerance
 
-SPECS = [pytest.param(s, id=f"{s.primitive}-{s.variant}") for stem in catalogue.stems() for s in K.kernels_of(stem)]
+VARIANTS = [pytest.param(v, id=f"{v.primitive}-{v.variant}") for stem in catalogue.stems() for v in K.variants_of(stem)]
 
 
 def _sizes(prim):
@@ -32,37 +33,44 @@ def test_every_primitive_with_a_cu_has_variants_naive_first():
         assert len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize("spec", SPECS)
-def test_spec_binds_to_its_declaration(spec):
-    prim = catalogue.get(spec.primitive)
-    K.check(spec, prim)
-    again = K.spec(spec.primitive, spec.variant)
-    assert (again.file, again.kernel, again.line) == (spec.file, spec.kernel, spec.line)
-    names = {p.name for p in spec.params}
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_binds_to_its_declaration(variant):
+    prim = catalogue.get(variant.primitive)
+    K.check(variant, prim)
+    again = K.spec(variant.primitive, variant.variant)
+    assert (again.file, again.kernels, again.line) == (variant.file, variant.kernels, variant.line)
+    names = {p.name for step in variant.steps for p in step.params}
     assert {t.name for t in prim.tensors} | {s.name for s in prim.scalars} <= names
-    assert spec.launch_bounds, f"{spec.kernel} has no __launch_bounds__"
-    # Arguments come out in the kernel's own order, typed exactly as its parameters.
+    if len(variant.steps) > 1:
+        assert all(step.step for step in variant.steps) and len({s.step for s in variant.steps}) == len(variant.steps)
+    # Arguments come out in each kernel's own order, typed exactly as its parameters.
     pointers = {t.name: np.uint64(1000 + i) for i, t in enumerate(prim.tensors)}
-    args = K.arguments(spec, prim, pointers, prim.check_dims[-1])
-    assert len(args) == len(spec.params)
-    for p, a in zip(spec.params, args):
-        assert type(a) is (np.uint64 if p.pointer else K.NUMPY_OF_CTYPE[p.ctype]), (p, a)
+    pointers.update({sc.name: np.uint64(2000 + i) for i, sc in enumerate(variant.scratch)})
+    for step in variant.steps:
+        assert step.launch_bounds, f"{step.kernel} has no __launch_bounds__"
+        args = K.arguments(step, prim, pointers, prim.check_dims[-1])
+        assert len(args) == len(step.params)
+        for p, a in zip(step.params, args):
+            assert type(a) is (np.uint64 if p.pointer else K.NUMPY_OF_CTYPE[p.ctype]), (p, a)
 
 
-@pytest.mark.parametrize("spec", SPECS)
-def test_launch_is_within_cuda_limits_at_every_size(spec):
-    prim = catalogue.get(spec.primitive)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_launch_is_within_cuda_limits_at_every_size(variant):
+    prim = catalogue.get(variant.primitive)
     for dims in _sizes(prim):
-        why = K.limit(spec, dims)
-        assert why is None, f"{spec.kernel} refuses {dims}, a size the harness runs: {why}"
+        why = K.limit(variant, dims)
+        assert why is None, f"{variant.where} refuses {dims}, a size the harness runs: {why}"
         for sms in (1, 132):
-            lc = K.launch(spec, dims, sm_count=sms)
-            assert lc.kernel == spec.kernel
-            assert lc.threads_per_block <= min(K.MAX_THREADS, spec.launch_bounds)
-            assert lc.threads_per_block % 32 == 0, f"{dims}: block {lc.block} is not whole warps"
-            assert all(1 <= g <= cap for g, cap in zip(lc.grid, K.MAX_GRID)), f"{dims}: grid {lc.grid}"
-            assert all(1 <= b <= cap for b, cap in zip(lc.block, K.MAX_BLOCK))
-            assert 0 <= lc.shared_bytes <= 48 * 1024
+            plan = K.plan(variant, dims, sm_count=sms)
+            assert [lc.kernel for lc in plan.launches] == list(variant.kernels)
+            assert set(plan.scratch) == {sc.name for sc in variant.scratch}
+            assert all(min(shape) >= 1 for shape, _ in plan.scratch.values())
+            for step, lc in zip(variant.steps, plan.launches):
+                assert lc.threads_per_block <= min(K.MAX_THREADS, step.launch_bounds)
+                assert lc.threads_per_block % 32 == 0, f"{dims}: block {lc.block} is not whole warps"
+                assert all(1 <= g <= cap for g, cap in zip(lc.grid, K.MAX_GRID)), f"{dims}: grid {lc.grid}"
+                assert all(1 <= b <= cap for b, cap in zip(lc.block, K.MAX_BLOCK))
+                assert 0 <= lc.shared_bytes <= 48 * 1024
 
 
 def test_launch_geometry_is_what_each_kernel_expects():
@@ -92,7 +100,7 @@ def test_dims_a_kernel_cannot_run_are_refused_with_the_reason():
         why = K.limit(spec, dims)
         assert why and match in why, why
         with pytest.raises(ValueError, match=re.escape(match)):
-            K.launch(spec, dims)
+            K.plan(spec, dims)
 
     refuse("softmax", "block_registers", (2, 32769), "at most 32768 columns")
     refuse("softmax", "block_registers", (2, 32769), "block_online takes longer rows")
@@ -107,6 +115,9 @@ def test_dims_a_kernel_cannot_run_are_refused_with_the_reason():
     refuse("matmul", "naive", (4, 4, 32 * 65535 + 1), "grid.y = 65536")         # naive puts N on grid.y
     assert K.limit(K.spec("matmul", "coalesced"), (4, 4, 32 * 65535 + 1)) is None
     refuse("add", "naive", (0,), "empty dims")
+    # A variant of several steps is refused by the first step that cannot run, named.
+    refuse("layernorm_backward", "fused", (2, 8193), "step rows: keeps a row in registers")
+    assert K.limit(K.spec("layernorm_backward", "warp_per_row"), (2, 40000)) is None
 
 
 def test_arguments_are_by_name_and_typed():
@@ -281,3 +292,145 @@ def test_the_kernel_folder_can_be_pointed_elsewhere(monkeypatch, tmp_path):
     assert K.variants("add") == ["naive", "grid_stride", "vec4", "extra"]
     assert K.variants("relu") == []
     assert K.spec("add", "extra").file == str(tmp_path / "add.cu")
+
+
+# ----------------------------------------------------------------------------- steps and scratch
+
+def _step(name, params, launch="grid=cdiv(n, 256) block=256", scratch=(), requires=()):
+    lines = [f"// launch: {launch}", *(f"// requires: {r}" for r in requires), *(f"// scratch: {sc}" for sc in scratch),
+             'extern "C" __global__ void __launch_bounds__(256)', f"{name}({params})", "{ }", ""]
+    return "\n".join(lines)
+
+
+TWO_STEPS = (_step("add_two__first", "const float* a, float* half, int n", scratch=["half float (n) -- a / 2"])
+             + _step("add_two__second", "const float* half, const float* b, float* out, int n",
+                     launch="grid=cdiv(n, 128) block=128"))
+
+
+def _variant(text, stem="add"):
+    src = K.parse(text, "cuda_impl/add.cu", stem)
+    assert len(src.variants) == 1
+    K.check(src.variants[0])
+    return src.variants[0]
+
+
+def _variant_error(text, *fragments):
+    with pytest.raises(K.KernelSpecError) as info:
+        _variant(text)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    for f in fragments:
+        assert f in msg, msg
+    return msg
+
+
+def test_steps_of_a_variant_are_grouped_in_file_order_with_their_scratch():
+    src = K.parse(TWO_STEPS + _kernel("add_one", ADD_OK), "cuda_impl/add.cu", "add")
+    assert [(v.variant, v.kernels) for v in src.variants] == [("two", ("add_two__first", "add_two__second")),
+                                                             ("one", ("add_one",))]
+    v = src.variants[0]
+    K.check(v)
+    assert [s.step for s in v.steps] == ["first", "second"] and v.steps[0].variant == "two"
+    assert [(sc.name, sc.ctype, sc.shape, sc.what) for sc in v.scratch] == [("half", "float", "(n)", "a / 2")]
+    plan = K.plan(v, (1000,))
+    assert [(lc.kernel, lc.grid, lc.block) for lc in plan.launches] == [
+        ("add_two__first", (4, 1, 1), (256, 1, 1)), ("add_two__second", (8, 1, 1), (128, 1, 1))]
+    assert plan.scratch == {"half": ((1000,), np.float32)} and plan.scratch_bytes == 4000
+    # Each step's arguments, by name, from the tensors and the scratch buffers.
+    ptrs = {"a": "A", "b": "B", "out": "OUT", "half": "H"}
+    assert K.arguments(v.steps[0], catalogue.get("add"), ptrs, (7,)) == ["A", "H", 7]
+    assert K.arguments(v.steps[1], catalogue.get("add"), ptrs, (7,)) == ["H", "B", "OUT", 7]
+    with pytest.raises(ValueError, match="has 2 steps"):
+        K.launch(v, (7,))
+    assert src.variants[1].only().kernel == "add_one"
+
+
+def test_scratch_shapes_are_launch_line_expressions():
+    text = ("#define CHUNK 256\n" + _step("add_two__first", "const float* a, float* part, long long* count, int n",
+                                           scratch=["part float (cdiv(n, CHUNK), 2) -- per-chunk sums",
+                                                    "count long long (1,)"])
+            + _step("add_two__second", "const float* part, const long long* count, const float* b, float* out, int n"))
+    v = _variant(text)
+    assert K.plan(v, (1000,), sm_count=4).scratch == {"part": ((4, 2), np.float32), "count": ((1,), np.int64)}
+    assert K.plan(v, (1000,)).scratch_bytes == 4 * 2 * 4 + 8
+    # int sizes: the scratch a step takes counts toward the 2^31 limit, like a tensor.
+    big = _variant(_step("add_two__first", "const float* a, float* wide, int n", scratch=["wide float (n, 4)"])
+                   + _step("add_two__second", "const float* wide, const float* b, float* out, int n"))
+    why = K.limit(big, (2**30,))
+    assert why == "step first: scratch wide (1073741824, 4) has 4294967296 elements, above 2^31 - 1: " \
+                  "the kernel indexes with int", why
+
+
+def test_a_step_that_cannot_launch_names_itself():
+    v = _variant(_step("add_two__first", "const float* a, float* half, int n", scratch=["half float (n)"])
+                 + _step("add_two__second", "const float* half, const float* b, float* out, int n",
+                         requires=["n % 2 == 0 -- needs pairs"]))
+    assert K.limit(v, (4,)) is None
+    assert K.limit(v, (5,)) == "step second: needs pairs (requires n % 2 == 0; here n = 5)"
+    with pytest.raises(ValueError, match=re.escape("add/two: step second: needs pairs")):
+        K.plan(v, (5,))
+    empty = _variant(_step("add_two__first", "const float* a, float* half, int n", scratch=["half float (n - 3)"])
+                     + _step("add_two__second", "const float* half, const float* b, float* out, int n"))
+    assert "scratch half would have shape (0,)" in K.limit(empty, (3,))
+
+
+@pytest.mark.parametrize("text,fragments", [
+    # names and structure
+    (_step("add_two__", ADD_OK), ["<primitive>_<variant>__<step>"]),
+    (_step("add___x", ADD_OK), ["<primitive>_<variant>__<step>"]),
+    (TWO_STEPS.replace("add_two__second", "add_two__first"), ["step 'first' of add/two is launched twice"]),
+    (_step("add_two__a", ADD_OK) + _kernel("add_other", ADD_OK) + _step("add_two__b", ADD_OK),
+     ["steps of variant 'two' of add must be adjacent"]),
+    (_kernel("add_two", ADD_OK) + _step("add_two__b", ADD_OK), ["launched both as one kernel and in steps"]),
+    (_step("add_two__b", ADD_OK) + _kernel("add_two", ADD_OK), ["launched both as one kernel and in steps"]),
+    # coverage: every tensor, every output written, every scratch used
+    (_step("add_two__first", "const float* a, float* out, int n") + _step("add_two__second", "float* out, int n"),
+     ["no parameter for tensor 'b'", "in some step"]),
+    (_step("add_two__first", "const float* a, const float* b, int n") + _step("add_two__second", "const float* out, int n"),
+     ["add_two__second: parameter 'out'", "only after an earlier step wrote it"]),
+    (_step("add_two__first", "const float* a, const float* b, float* out, int n", scratch=["spare float (n)"])
+     + _step("add_two__second", "float* out, int n"), ["scratch 'spare' is declared but no step takes it"]),
+    # scratch: declared once, its own name, its own type, written before it is read
+    (_step("add_two__first", "const float* a, const float* half, int n", scratch=["half float (n)"])
+     + _step("add_two__second", "const float* b, float* out, int n"),
+     ["parameter 'half': scratch 'half' starts undefined", "must write it"]),
+    (_step("add_two__first", "const float* a, float* half, int n", scratch=["half float (n)"])
+     + _step("add_two__second", "const float* b, float* out, float* half, int n", scratch=["half float (n)"]),
+     ["scratch 'half' is declared twice"]),
+    (_step("add_two__first", "const float* a, float* b, int n", scratch=["b float (n)"]) + _step("add_two__second", ADD_OK),
+     ["scratch 'b' has the name of a tensor"]),
+    (_step("add_two__first", "const float* a, long long* half, int n", scratch=["half float (n)"])
+     + _step("add_two__second", ADD_OK), ["parameter 'half' is `long long*`", "declared float"]),
+    (_step("add_two__first", "const float* a, float half, int n", scratch=["half float (n)"])
+     + _step("add_two__second", ADD_OK), ["scratch 'half' is passed by value"]),
+    (_step("add_two__first", "const float* a, float* half, int n", scratch=["half float (rows)"])
+     + _step("add_two__second", ADD_OK), ["scratch 'half' shape '(rows)'", "unknown name 'rows'"]),
+    (_step("add_two__first", "const float* a, float* half, int n", scratch=["half float (n / 2)"])
+     + _step("add_two__second", ADD_OK), ["`/` is float division"]),
+    (_step("add_two__first", "const float* a, float* half, int n", scratch=["half float ()"])
+     + _step("add_two__second", ADD_OK), ["at least one dimension"]),
+])
+def test_a_variant_of_steps_that_does_not_fit_is_one_clear_line(text, fragments):
+    _variant_error(text, *fragments)
+
+
+@pytest.mark.parametrize("line,fragment", [
+    ("// scratch: half double (n)", "expected `// scratch: NAME float|int|long long (shape, ...)"),
+    ("// scratch: half float n", "expected `// scratch: NAME"),
+])
+def test_malformed_scratch_lines_are_refused(line, fragment):
+    text = _step("add_mine", ADD_OK).replace("// launch: grid=cdiv(n, 256) block=256",
+                                             "// launch: grid=cdiv(n, 256) block=256\n" + line)
+    _error(text, fragment)
+    _error(line + "\n" + _step("add_mine", ADD_OK), "a // scratch: line must follow a // launch: line")
+
+
+def test_every_multi_step_variant_in_the_catalogue_is_documented_in_its_file_header():
+    """The .cu header lists every variant, steps included: its name appears before the first kernel."""
+    for stem in catalogue.stems():
+        src = K.source_file(stem)
+        if not src:
+            continue
+        header = src.text[:src.text.index("// launch:")]
+        for v in src.variants:
+            assert v.variant in header, f"{src.file}: variant {v.variant!r} is not listed in the header"

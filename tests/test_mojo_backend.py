@@ -3,11 +3,12 @@ error and never reaches Mojo; the argument block follows the declaration slot by
 bound cases poison, restore and keep alive what they should; variants come from the
 sources without a compiler; availability, skip reasons and the environment block.
 
-The validation tests replace the Mojo function with a spy that fails the test if it is
-called: an InputError raised while the spy stays silent proves no address crossed over.
-Other tests replace it with a Python "kernel" that reads the block the way Mojo does
-(args.decode plus the addresses), so the calling convention is checked without a compiler.
-Only the tests marked `mojo` need one.
+The validation tests give the op layer (MojoOps) a resolver whose Mojo function is a spy
+that fails the test if it is called: an InputError raised while the spy stays silent
+proves no address crossed over. Other tests make it a Python "kernel" that reads the
+block the way Mojo does (args.decode plus the addresses), so the calling convention is
+checked without a compiler. Only the tests marked `mojo` need one (the op layer on real
+kernels is tested in test_mojo_ops.py).
 """
 import ctypes
 import sys
@@ -20,7 +21,7 @@ from harness import backends
 from harness.backends.base import BackendError
 from harness.backends.mojo import args as block_args
 from harness.backends.mojo import build
-from harness.backends.mojo.backend import MojoBackend, MojoKernel
+from harness.backends.mojo.backend import MojoBackend, MojoKernel, MojoOps
 from harness.core import catalogue
 from harness.core.declaration import INT_SENTINEL
 from harness.core.runner import RunConfig, Runner
@@ -38,9 +39,14 @@ def never_called(*args):
     raise AssertionError(f"a Mojo function was called with {args} despite invalid inputs")
 
 
-def spy_kernel(primitive, fn=never_called):
+def spy_ops(fn=never_called, name=None):
+    """An op layer whose every kernel is `fn` (no compiler, no module)."""
+    return MojoOps(lambda prim, variant: (fn, name or f"{prim.name}_{variant}"))
+
+
+def spy_kernel(primitive, fn=never_called, name=None):
     prim = primitive if not isinstance(primitive, str) else catalogue.get(primitive)
-    return MojoKernel(prim, fn, compile_s=0.0, cached=True)
+    return MojoKernel(spy_ops(fn, name), prim.name, "spy", compile_s=0.0, cached=True)
 
 
 def f32(*shape):
@@ -84,11 +90,11 @@ def test_bad_input_is_refused_before_mojo(case):
 
 
 def test_float_where_int64_is_declared_is_refused():
-    prim = mojo_probe.PROBE
-    case = prim.make_inputs((6,), "normal")
-    case["idx"] = case["idx"].astype(np.float32)
-    with pytest.raises(InputError, match="'idx' must be int64"):
-        spy_kernel(prim).bind(case)
+    with mojo_probe.declared() as prim:
+        case = prim.make_inputs((6,), "normal")
+        case["idx"] = case["idx"].astype(np.float32)
+        with pytest.raises(InputError, match="'idx' must be int64"):
+            spy_kernel(prim).bind(case)
 
 
 def test_unknown_or_mistyped_scalars_are_refused():
@@ -96,9 +102,9 @@ def test_unknown_or_mistyped_scalars_are_refused():
     case = prim.make_inputs((2, 3), "normal")
     with pytest.raises(InputError, match="unknown scalar epsilon"):
         spy_kernel(prim).bind(case, {"epsilon": 1e-5})
-    p = mojo_probe.PROBE
-    with pytest.raises(InputError, match="int32"):
-        spy_kernel(p).bind(p.make_inputs((3,), "normal"), {"m": (1 << 40) + 3})
+    with mojo_probe.declared() as p:
+        with pytest.raises(InputError, match="int32"):
+            spy_kernel(p).bind(p.make_inputs((3,), "normal"), {"m": (1 << 40) + 3})
     arrays = {t.name: np.zeros(3, t.np_dtype) for t in p.tensors}
     with pytest.raises(InputError, match="scalar 'm' = 1099511627779 does not fit in int32"):
         block_args.pack(p, arrays, (3,), {"alpha": 1.0, "k": 1, "m": (1 << 40) + 3})
@@ -106,13 +112,23 @@ def test_unknown_or_mistyped_scalars_are_refused():
         block_args.pack(p, arrays, (3,), {"alpha": 1.0, "k": 2.5, "m": 0})
 
 
-def test_misaligned_array_is_refused_at_the_address():
-    """prim.validate does not look at alignment; the block packer does, before any address."""
+def test_misaligned_array_is_copied_on_upload_and_refused_as_storage():
+    """prim.validate does not look at alignment. Bind uploads every input into an aligned
+    array of its own, so a misaligned user array is fine; storage swapped behind the op
+    layer's back is refused by the block packer, before any address is taken."""
     raw = np.zeros(4 * 9 + 1, dtype=np.uint8)
     x = raw[1:].view(np.float32)                  # float32 data starting at an odd address
     assert not x.flags.aligned
+    seen = []
+    prim = catalogue.get("relu")
+    spy_kernel(prim, python_kernel(prim, lambda x, y, n: None, seen)).bind({"x": x}).run()
+    assert len(seen) == 1
+    ops = spy_ops()
+    xb, yb = ops.upload(np.ones(9, np.float32)), ops.empty((9,))
+    assert xb.storage.ctypes.data % 64 == 0 and yb.storage.ctypes.data % 64 == 0
+    xb.storage = x
     with pytest.raises(InputError, match="cannot be passed to Mojo: it must be aligned"):
-        spy_kernel("relu").bind({"x": x})
+        ops.call("relu", "spy", {"x": xb, "y": yb})
 
 
 # ----------------------------------------------------------------------------- the block packer
@@ -252,8 +268,14 @@ def test_read_only_inputs_are_fine_and_outputs_are_poisoned_before_every_run():
     assert all(np.array_equal(s["x"], x) for s in seen) and seen[0]["n"] == 10
 
 
-def test_inout_tensor_is_restored_from_pristine_before_each_call():
-    prim = mojo_probe.PROBE
+@pytest.fixture
+def probe_declared():
+    with mojo_probe.declared() as prim:
+        yield prim
+
+
+def test_inout_tensor_is_restored_from_pristine_before_each_call(probe_declared):
+    prim = probe_declared
     case = prim.make_inputs((7,), "normal", seed=1)
     pristine = case["acc"].copy()
     seen = []
@@ -289,13 +311,14 @@ def test_bind_allocates_outputs_and_keeps_everything_alive():
     out = bound.run()["C"]
     assert out.shape == (5, 3) and out.dtype == np.float32 and out.flags.c_contiguous
     np.testing.assert_allclose(out, expected, rtol=1e-6)
-    assert type(bound._address) is int                    # a timed call passes one cached int
+    assert type(bound._call._address) is int              # a timed call passes one cached int
+    assert bound.call == bound._call.run                  # ... and is the call into Mojo itself
 
 
 def test_a_failing_call_is_a_backend_error_naming_the_kernel():
     def broken(address):
         raise Exception("argument slot 1 holds an int64 tensor, the kernel reads a float32 tensor there")
-    kernel = MojoKernel(catalogue.get("relu"), broken, 0.0, True, name="relu_simd")
+    kernel = spy_kernel("relu", broken, name="relu_simd")
     with pytest.raises(BackendError, match="relu_simd: argument slot 1 holds"):
         kernel.bind({"x": f32(4)}).run()
 
@@ -307,8 +330,12 @@ def test_variants_come_from_the_sources_without_a_compiler():
     b._unavailable = build.MojoUnavailable("Mojo is not installed (simulated)")
     assert b.variants("relu") == ["scalar", "simd", "parallel"]
     assert b.variants("softmax") == ["scalar", "online_simd", "parallel", "fused"]
-    assert b.variants("matmul") == ["naive", "reordered", "vectorized", "parallel", "tiled"]
+    assert b.variants("matmul") == ["naive", "reordered", "vectorized", "parallel", "tiled", "adaptive"]
+    assert b.variants("matmul_backward") == ["naive", "transposed", "tiled", "adaptive"]
+    assert b.variants("adamw") == ["scalar", "simd", "parallel"]
     assert b.kernels("layernorm")["layernorm"][-1] == ("fused", "layernorm_fused")
+    assert b.kernels("layernorm")["layernorm_backward"][0] == ("scalar", "layernorm_backward_scalar")
+    assert b.ops() is None                                # no op layer where Mojo cannot run
 
 
 def test_a_primitive_without_a_mojo_file_has_no_variants(tmp_path):

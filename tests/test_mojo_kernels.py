@@ -55,14 +55,39 @@ def test_variant_matches_reference(backend, primitive, variant):
 @pytest.mark.parametrize("primitive,variant", CASES, ids=[f"{p}-{v}" for p, v in CASES])
 def test_repeated_calls_give_the_same_result(backend, primitive, variant):
     """A bound case is called many times while timed: no state may leak between calls
-    (accumulating into C, a stale packed buffer)."""
+    (accumulating into C, a stale packed buffer). An in-place update (AdamW) is restored
+    before each call, so its runs must agree too."""
     prim = catalogue.get(primitive)
     dims = (prim.long_check_dims or prim.check_dims)[0]
     bound = backend.prepare(primitive, variant).bind(case(prim, dims, "normal", seed=1))
     first = {k: v.copy() for k, v in bound.run().items()}
     for _ in range(2):
-        bound.call()
+        if prim.has_inout:
+            bound.run()
+        else:
+            bound.call()
     assert all(np.array_equal(bound.outputs()[k], v) for k, v in first.items())
+
+
+# Every register tile of the direct kernels and every column edge (AVX-512: panels of 64,
+# 32 and 16 columns, full and masked; AVX2: 16 and 8), odd row counts (13: a partial row
+# tile), the training step's shapes, and one just past the threshold to the tiled path.
+MATMUL_SWEEP = [(13, 7, n) for n in (1, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 96, 130)] + [
+    (64, 64, 256), (64, 256, 10), (256, 64, 10), (64, 10, 256), (1, 300, 3), (300, 3, 1), (128, 256, 129)]
+
+
+@pytest.mark.parametrize("primitive", ["matmul", "matmul_backward"])
+def test_adaptive_matmul_covers_every_tile_and_edge(backend, primitive):
+    prim = catalogue.get(primitive)
+    kernel = backend.prepare(primitive, "adaptive")
+    failures = []
+    for dims in MATMUL_SWEEP:
+        for dist in ("normal", "positive"):
+            inputs = case(prim, dims, dist)
+            v = verify(prim, inputs, kernel.bind(inputs).run(), dims)
+            if not v.ok:
+                failures.append(f"{prim.shape_label(dims)} {dist}: {v.message}")
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("variant", MojoBackend().variants("layernorm"))
@@ -122,8 +147,10 @@ def test_a_real_kernel_refuses_a_block_packed_for_another_signature(backend):
 
 def test_a_kernel_error_reaches_the_runner_as_one_line(backend):
     """Through a bound case, a slot mismatch is a BackendError that names the kernel."""
-    kernel = backend.prepare("relu", "simd")
-    kernel.fn = backend.module("layernorm").module.layernorm_simd          # the wrong signature
+    from harness.backends.mojo.backend import MojoKernel, MojoOps
+    wrong = backend.module("layernorm").module.layernorm_simd              # the wrong signature
+    ops = MojoOps(lambda prim, variant: (wrong, "relu_simd"))
+    kernel = MojoKernel(ops, "relu", "simd")
     with pytest.raises(BackendError, match="relu_simd: the kernel takes 7 argument slots, the block holds 3"):
         kernel.bind({"x": np.ones(3, np.float32)}).run()
 
@@ -142,3 +169,17 @@ def test_layernorm_shift_beats_the_numpy_idiom_on_dc_offset_rows(backend):
     for variant in backend.variants("layernorm"):
         ours = np.abs(backend.prepare("layernorm", variant).bind(inputs).run()["y"] - ref).max()
         assert ours < 1e-5, f"{variant}: max error {ours:.3g} (the NumPy idiom: {idiom:.3g})"
+
+
+@pytest.mark.parametrize("primitive", ["cross_entropy", "cross_entropy_backward"])
+def test_narrow_rows_in_lanes_split_over_threads(backend, primitive):
+    """The adaptive variants put rows shorter than a vector into lanes, in blocks split
+    over the threads when the batch is large: a partial lane group at the end of a block,
+    and classes 1 and 3 (a single column; an odd one)."""
+    prim = catalogue.get(primitive)
+    kernel = backend.prepare(primitive, "adaptive")
+    for dims in ((60001, 10), (180001, 3), (17, 1)):
+        for dist in ("normal", "large_offset"):
+            inputs = case(prim, dims, dist)
+            v = verify(prim, inputs, kernel.bind(inputs).run(), dims)
+            assert v.ok, f"{prim.shape_label(dims)} {dist}: {v.message}"

@@ -162,15 +162,20 @@ class OpsBound(Bound):
         dims = prim.validate(inputs)                        # InputError on anything a user got wrong
         self.dims = dims
         self.buffers, self.pristine = {}, {}
+        self._call = None
         self._crc = {t.name: _crc(inputs[t.name]) for t in prim.tensors if t.role == "in"}
-        for t in prim.tensors:
-            if t.role == "out":
-                self.buffers[t.name] = ops.empty(prim.shape_of(t, dims), t.dtype)
-            else:
-                self.buffers[t.name] = ops.upload(inputs[t.name])
-                if t.role == "inout":
-                    self.pristine[t.name] = ops.upload(inputs[t.name])
-        self._call = ops.call(prim.name, variant, self.buffers, scalars)
+        try:
+            for t in prim.tensors:
+                if t.role == "out":
+                    self.buffers[t.name] = ops.empty(prim.shape_of(t, dims), t.dtype)
+                else:
+                    self.buffers[t.name] = ops.upload(inputs[t.name])
+                    if t.role == "inout":
+                        self.pristine[t.name] = ops.upload(inputs[t.name])
+            self._call = ops.call(prim.name, variant, self.buffers, scalars)
+        except BaseException:
+            self.close()                                    # nothing allocated outlives a failed bind
+            raise
 
     def call(self) -> None:
         self._call.run()
@@ -194,6 +199,9 @@ class OpsBound(Bound):
         return [n for n, c in self._crc.items() if _crc(self.ops.download(self.buffers[n])) != c]
 
     def close(self) -> None:
+        if self._call is not None:
+            self._call.close()
+            self._call = None
         for b in list(self.buffers.values()) + list(self.pristine.values()):
             self.ops.free(b)
         self.buffers, self.pristine = {}, {}

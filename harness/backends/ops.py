@@ -87,6 +87,9 @@ class Call(ABC):
         """Change declared scalars for the following runs (typed and checked here)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the call owns (a device backend's scratch memory); nothing by default."""
+
 
 class Ops(ABC):
     name: str = ""
@@ -145,6 +148,7 @@ class Ops(ABC):
         return (time.perf_counter_ns() - t0) * 1e-9
 
     def free(self, buf: Buffer) -> None:
+        """Release the buffer's memory: every view of it is released with it."""
         buf.storage = None
 
     # ------------------------------------------------------------------ shared checks
@@ -256,11 +260,17 @@ class FunctionCall(Call):
         self.set_scalars(**(scalars or {}))
 
     def set_scalars(self, **values) -> None:
-        base = getattr(self, "_given", {})
-        self._given = {**base, **values}
-        typed = self.prim.scalar_values(self._given)
+        """Only the scalars named are cast again (AdamW's step, every training step)."""
+        if not hasattr(self, "_scalars"):
+            typed = self.prim.scalar_values(values)
+        else:
+            unknown = set(values) - set(self._scalars)
+            if unknown:
+                self.prim.scalar_values(values)                      # raises the one-line InputError
+            declared = {s.name: s for s in self.prim.scalars}
+            typed = {**self._scalars, **{k: declared[k].cast(v) for k, v in values.items()}}
         if self.ops.python_scalars():
-            typed = {k: (float(v) if isinstance(v, np.floating) else int(v)) for k, v in typed.items()}
+            typed = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in typed.items()}
         self._scalars = typed
 
     def run(self) -> None:

@@ -135,6 +135,8 @@ class Scalar:
         """The value as the scalar's own type, exactly as a kernel receives it; InputError for a
         value that type cannot hold (a fraction for an integer, out of range, NaN)."""
         kind = SCALAR_DTYPES[self.dtype]
+        if isinstance(value, (bool, np.bool_)):
+            raise InputError(f"scalar {self.name!r} must be a number, got {value!r}")
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -142,6 +142,9 @@ class MLP:
 
     # ------------------------------------------------------------------ a step
     def load_batch(self, x: np.ndarray, y: np.ndarray) -> None:
+        if y.size and not (0 <= int(y.min()) and int(y.max()) < self.cfg.classes):
+            from ..errors import InputError           # a label out of range is a read out of bounds
+            raise InputError(f"labels must be in [0, {self.cfg.classes}), got {int(y.min())}..{int(y.max())}")
         self.ops.write(self.buf["x"], x)
         self.ops.write(self.buf["labels"], y)
 
@@ -180,6 +183,15 @@ class MLP:
             name = self.wiring[call][t.name]
             out[name.removesuffix("_flat")] = np.array(self.ops.download(self.buf[name]), copy=True)
         return out
+
+    def close(self) -> None:
+        """Release the calls and every buffer (views go with the memory they share)."""
+        for c in self.calls.values():
+            c.close()
+        for name, b in self.buf.items():
+            if not name.endswith("_flat"):
+                self.ops.free(b)
+        self.calls, self.buf = {}, {}
 
     # ------------------------------------------------------------------ reading it
     def loss(self) -> float:

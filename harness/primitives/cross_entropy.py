@@ -51,7 +51,9 @@ def losses_error_scale(inputs, refs, scalars):
 
 
 def loss_error_scale(inputs, refs, scalars):
-    return np.float64((1.0 + _margin(inputs)).mean())
+    """The mean of the rows' own scales, plus the size of what it sums (up to log(classes) a
+    row): a batch-term sum rounds at the size of its terms."""
+    return np.float64((1.0 + _margin(inputs)).mean() + np.abs(refs["losses"]).mean())
 
 
 def numpy_cross_entropy(logits, labels):

@@ -1,26 +1,44 @@
 """`cuda`: the kernels in cuda_impl/, compiled at run time by NVRTC to CUBIN for this GPU,
 launched and timed through the CUDA driver API (cuda-bindings).
 
-    prepare   read the kernel's spec from its .cu (kernels.py: the `// launch:` line and the
-              signature, checked against the declaration), compile the file (or load it
-              from the on-disk cache) and load the CUBIN into our context; Kernel.compile_s
-              is the NVRTC time of that file
-    bind      validate the inputs against the declaration, compute the launch (a refusal is
-              one line), check free device memory, then allocate one buffer per tensor,
-              upload the in and inout tensors and keep a pristine device copy of each inout
-    call      one launch on the legacy default stream; outputs() copies every out and inout
-              tensor back with its dtype; poison() fills the out tensors (NaN, or the int64
-              sentinel); restore() copies the pristine inout tensors back, device to device
-    time_once CUDA events around one launch, after an L2 flush (driver.EventTimer); the
+The op layer (harness/backends/ops.py) is CudaOps: every Buffer is a device allocation in
+the backend's own CUDA context, and a Call runs one (primitive, variant) - one kernel, or
+its steps in file order with their scratch buffers - on buffers that stay on the device:
+
+    ops = backend.ops()                    # None without a GPU
+    x = ops.upload(a); y = ops.empty(a.shape)
+    call = ops.call("relu", "vec4", {"x": x, "y": y})   # checked once: names, shapes, dtypes,
+    call.run()                             # launch limits, signature; KernelParams built once
+    ops.download(y)                        # a synchronous copy back (after the queued kernels)
+    ops.time(call.run)                     # CUDA events around the launches, no L2 flush
+
+upload and write are synchronous host-to-device copies; copy (device to device), poison
+(NaN, or the int64 sentinel 0x8111111181111111 - two equal 32-bit halves - both by
+cuMemsetD32) and every launch are enqueued on the legacy default stream, in order.
+
+Bind/run for single measurements is OpsBound over CudaOps:
+
+    prepare   read the variant from its .cu (kernels.py: every step's `// launch:` line, its
+              scratch and its signature, checked against the declaration), compile the file
+              (or load it from the on-disk cache) and load the CUBIN into our context;
+              Kernel.compile_s is the NVRTC time of that file
+    bind      validate the inputs against the declaration, plan the launches (a refusal is
+              one line), check free device memory for every tensor, pristine copy and scratch
+              buffer, then upload and allocate through the op layer and make the Call
+    call      the variant's launches on the legacy default stream; outputs() copies every
+              out and inout tensor back; poison() fills the out tensors; restore() copies the
+              pristine inout tensors back, device to device
+    time_once CUDA events around the launches, after an L2 flush (driver.EventTimer); the
               restore is enqueued before the start event, so it is never timed
-    time_end_to_end  every in/inout tensor in + launch + every out/inout tensor out, from/to
-              pinned host memory
+    time_end_to_end  every in/inout tensor in + the launches + every out/inout tensor out,
+              from/to pinned host memory
 
 A kernel fault (illegal address, misaligned float4, ...) poisons a CUDA context for good.
-It is reported for that case as one line, the kernel is marked so its remaining cases are
-skipped with the reason, and the backend drops the context and creates a fresh one for
-the variants that follow. Our context is not the primary one, so cupy/torch (which use the
-primary context) are not affected.
+It is reported as one line naming the variant launched since the last synchronisation (or
+the list of them, from a model's step), that variant's remaining cases are skipped with the
+reason, and the backend drops the context and creates a fresh one for what follows.
+Buffers and calls of the dead context say so when used (upload again). Our context is not
+the primary one, so cupy/torch (which use the primary context) are not affected.
 """
 from __future__ import annotations
 
@@ -30,8 +48,10 @@ import importlib.metadata as md
 import numpy as np
 
 from ...core import catalogue
-from ...core.declaration import INT_SENTINEL, Primitive
-from ..base import Availability, Backend, BackendError, Bound, Kernel
+from ...core.declaration import DTYPES, INT_SENTINEL, Primitive
+from ...errors import InputError
+from ..base import Availability, Backend, BackendError, Bound, Kernel, OpsBound, OpsKernel
+from ..ops import Buffer, Call, Ops
 from . import driver as cd
 from . import kernels
 from . import nvrtc as cc
@@ -39,6 +59,8 @@ from . import nvrtc as cc
 MEMORY_HEADROOM = 256 << 20          # leave this much device memory free (driver, fragmentation)
 DEFAULT_BUILD_ARCH = "sm_90"
 NAN_BITS = 0x7FC00000                # float32 quiet NaN, as one 32-bit word
+SENTINEL_BITS = int(INT_SENTINEL.view(np.uint64)) & 0xFFFFFFFF     # 0x81111111: each half of the int64 sentinel
+assert int(INT_SENTINEL.view(np.uint64)) == SENTINEL_BITS * 0x100000001, "the int64 sentinel must be two equal halves"
 
 # The empty-call floor: one launch of a kernel that does nothing, through the same
 # KernelParams, cuLaunchKernel and event path as every kernel.
@@ -113,6 +135,8 @@ class CudaBackend(Backend):
         self._compiled: dict[tuple, cc.Compiled] = {}
         self._dead: str | None = None                  # why nothing more can run in this process
         self.faults: list[tuple[str, str]] = []        # (primitive/variant, CUresult name)
+        self._faulted: dict[str, str] = {}             # "primitive/variant" -> why it is not run again
+        self._ops: "CudaOps | None" = None
 
     # ------------------------------------------------------------------ availability
     def availability(self) -> Availability:
@@ -166,29 +190,52 @@ class CudaBackend(Backend):
             self._compiled[key] = cc.compile_cubin(source, filename, arch, use_cache=use_cache)
         return self._compiled[key]
 
-    def prepare(self, primitive: str, variant: str) -> Kernel:
-        prim = catalogue.get(primitive)
+    def ops(self) -> "CudaOps | None":
+        """The op layer on this GPU, or None when CUDA is not available here."""
+        if not self.availability().ok:
+            return None
+        if self._ops is None:
+            self._ops = CudaOps(self)
+        return self._ops
+
+    def variant_spec(self, primitive: str, variant: str) -> kernels.Variant:
+        """The variant's spec, checked; BackendError (one line) when it does not exist or fit."""
         try:
-            spec = kernels.spec(primitive, variant)
+            return kernels.spec(primitive, variant)
         except KeyError as e:
             raise BackendError(e.args[0]) from None
         except kernels.KernelSpecError as e:
             raise BackendError(str(e)) from None
+
+    def load(self, spec: kernels.Variant) -> tuple[cc.Compiled, list]:
+        """The variant's file compiled (or from the cache) and every step's function loaded
+        into the current session: fail here, not at the first launch."""
         session = self.session()
         try:
             comp = self.compile_source(spec.source, spec.file)
         except cc.CompileError as e:
             raise BackendError(str(e)) from None
-        try:
-            session.function(comp, spec.kernel)       # load now: fail in prepare, not later
-        except cd.CudaError as e:
-            raise BackendError(f"loading {spec.kernel} from the CUBIN failed: {e}") from None
-        return CudaKernel(self, prim, spec, comp)
+        functions = []
+        for kernel in spec.kernels:
+            try:
+                functions.append(session.function(comp, kernel))
+            except cd.CudaError as e:
+                raise BackendError(f"loading {kernel} from the CUBIN failed: {e}") from None
+        return comp, functions
+
+    def prepare(self, primitive: str, variant: str) -> Kernel:
+        prim = catalogue.get(primitive)
+        spec = self.variant_spec(primitive, variant)
+        self.load(spec)
+        return CudaKernel(self, prim, spec, self.compile_source(spec.source, spec.file))
 
     # ------------------------------------------------------------------ faults
-    def fault(self, where: str, err: cd.CudaError) -> BackendError:
-        """A sticky error: drop the poisoned context, make a fresh one, say what happened."""
+    def fault(self, where: str, err: cd.CudaError, culprits: tuple[str, ...] = ()) -> BackendError:
+        """A sticky error: drop the poisoned context, make a fresh one, say what happened.
+        `culprits` ("primitive/variant") are not run again in this process."""
         self.faults.append((where, err.name))
+        for c in culprits:
+            self._faulted[c] = f"{c} faulted earlier in this run ({err.name})"
         msg = f"kernel fault in {where}: {err.name}" + (f" ({err.text})" if err.text else "")
         old, self._session = self._session, None
         if old is not None:
@@ -306,12 +353,12 @@ class CudaBackend(Backend):
                 rows.append(dict(primitive=mine[0].name, variant="*", ok=False, detail=f"NVRTC unavailable: {e}"))
                 continue
             for p in mine:
-                specs = [s for s in src.specs if s.primitive == p.name]
-                if not specs:
+                found = [v for v in src.variants if v.primitive == p.name]
+                if not found:
                     rows.append(dict(primitive=p.name, variant="", ok=True, arch=arch,
                                      detail=f"no kernel in {src.file} has a // launch: line for {p.name}"))
-                for s in specs:
-                    rows.append(_build_row(s, p, comp, arch))
+                for v in found:
+                    rows += _build_rows(v, p, comp, arch)
             launched = {s.kernel for s in src.specs}
             for kernel in src.entries:
                 if kernel not in launched:
@@ -322,29 +369,267 @@ class CudaBackend(Backend):
         return rows
 
 
-def _build_row(spec: kernels.KernelSpec, prim: Primitive, comp: cc.Compiled, arch: str) -> dict:
-    base = dict(primitive=prim.name, variant=spec.variant, kernel=spec.kernel, arch=arch)
+def _build_rows(spec: kernels.Variant, prim: Primitive, comp: cc.Compiled, arch: str) -> list[dict]:
+    """One row per kernel of the variant (a step's row names its kernel), or one failing
+    row when the variant does not fit its declaration."""
     try:
         kernels.check(spec, prim)
     except kernels.KernelSpecError as e:
-        return dict(base, ok=False, detail=str(e))
-    res = comp.resources.get(spec.kernel)
-    if res is None:
-        return dict(base, ok=False, detail=f"kernel {spec.kernel} is not in the CUBIN of {spec.file}")
-    return dict(base, ok=True, registers=res.registers, smem_bytes=res.smem_bytes, spill_stores=res.spill_stores,
-                spill_loads=res.spill_loads, compile_s=comp.seconds, detail=f"{spec.kernel}: {res.describe()}")
+        return [dict(primitive=prim.name, variant=spec.variant, kernel=spec.kernels[0], arch=arch, ok=False,
+                     detail=str(e))]
+    rows = []
+    for step in spec.steps:
+        base = dict(primitive=prim.name, variant=spec.variant, kernel=step.kernel, arch=arch)
+        res = comp.resources.get(step.kernel)
+        if res is None:
+            rows.append(dict(base, ok=False, detail=f"kernel {step.kernel} is not in the CUBIN of {spec.file}"))
+            continue
+        rows.append(dict(base, ok=True, registers=res.registers, smem_bytes=res.smem_bytes,
+                         spill_stores=res.spill_stores, spill_loads=res.spill_loads, compile_s=comp.seconds,
+                         detail=f"{step.kernel}: {res.describe()}"))
+    return rows
 
 
-class CudaKernel(Kernel):
-    def __init__(self, backend: CudaBackend, prim: Primitive, spec: kernels.KernelSpec, compiled: cc.Compiled):
-        self.backend, self.prim, self.spec, self.compiled = backend, prim, spec, compiled
-        self.primitive, self.variant = prim.name, spec.variant
+# ============================================================================= the op layer
+
+class CudaOps(Ops):
+    """Device buffers in the backend's own CUDA context, and calls that only launch.
+
+    A Buffer's storage is a driver.DeviceBuffer of the session it was made in; after a kernel
+    fault resets the context, the old buffers (and calls on them) are refused with the reason.
+    Errors are BackendErrors of one line; a sticky one (a kernel fault) resets the context
+    and names what was launched since the last synchronisation."""
+
+    name = "cuda"
+
+    def __init__(self, backend: CudaBackend):
+        self.backend = backend
+        self._pending: dict[str, None] = {}              # calls launched since the last sync
+
+    # ------------------------------------------------------------------ plumbing
+    def _session(self) -> _Session:
+        return self.backend.session()
+
+    @contextlib.contextmanager
+    def _guard(self, what: str):
+        try:
+            yield
+        except cd.CudaError as e:
+            if e.sticky:
+                culprits = tuple(self._pending)
+                self._pending = {}
+                where = (culprits[0] if len(culprits) == 1 else
+                         f"one of {', '.join(culprits)} (launched since the last synchronisation)" if culprits
+                         else what)
+                raise self.backend.fault(where, e, culprits if len(culprits) == 1 else ()) from None
+            raise BackendError(f"cuda {what}: {e}") from None
+
+    def _synced(self) -> None:
+        self._pending = {}
+
+    def _storage(self, buf: Buffer, what: str) -> cd.DeviceBuffer:
+        """The live device memory of one of our buffers, or a BackendError saying why not."""
+        if not isinstance(buf, Buffer) or buf.ops is not self:
+            raise InputError(f"cuda {what}: {buf!r} is not a buffer of cuda (upload it first)")
+        dev = buf.storage
+        if dev is None or not dev.ptr:
+            raise BackendError(f"cuda {what}: {buf!r} has been freed")
+        session = self.backend._session
+        if session is None or dev.ctx is not session.ctx:
+            raise BackendError(f"cuda {what}: {buf!r} was allocated in a CUDA context that has since been reset "
+                               f"after a kernel fault; its contents are lost (upload it again)")
+        return dev
+
+    def _allocate(self, nbytes: int) -> cd.DeviceBuffer:
+        session = self._session()
+        with self._guard("allocation"):
+            return cd.DeviceBuffer(session.ctx, nbytes)
+
+    def free_bytes(self) -> int:
+        session = self._session()
+        with self._guard("cuMemGetInfo"):
+            return session.ctx.free_bytes()
+
+    # ------------------------------------------------------------------ buffers
+    def upload(self, array: np.ndarray) -> Buffer:
+        a = _contiguous(np.asarray(array))
+        dtype = _dtype_name(a.dtype)
+        buf = Buffer(self, a.shape, dtype, self._allocate(a.nbytes))
+        self.write(buf, a)
+        return buf
+
+    def empty(self, shape, dtype: str = "float32") -> Buffer:
+        if dtype not in DTYPES:
+            raise InputError(f"cuda: no buffers of dtype {dtype!r} (float32 or int64)")
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        n = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[dtype]).itemsize
+        return Buffer(self, shape, dtype, self._allocate(n))
+
+    def download(self, buf: Buffer) -> np.ndarray:
+        dev = self._storage(buf, "download")
+        out = np.empty(buf.shape, dtype=DTYPES[buf.dtype])
+        with self._guard("download"):
+            dev.download(out)                 # cuMemcpyDtoH: waits for the work queued before it
+        self._synced()
+        return out
+
+    def write(self, buf: Buffer, array: np.ndarray) -> None:
+        dev = self._storage(buf, "write")
+        a = _contiguous(np.asarray(array, dtype=DTYPES[buf.dtype]))
+        if a.size != buf.size:
+            raise InputError(f"cuda write: {a.shape} does not fit {buf!r}")
+        with self._guard("write"):
+            dev.upload(a)
+
+    def copy(self, dst: Buffer, src: Buffer) -> None:
+        d, s = self._storage(dst, "copy"), self._storage(src, "copy")
+        if dst.dtype != src.dtype or dst.size != src.size:
+            raise InputError(f"cuda copy: {src!r} into {dst!r}: sizes or dtypes differ")
+        with self._guard("copy"):
+            d.copy_from(s, dst.nbytes)        # device to device, enqueued on the legacy stream
+
+    def poison(self, buf: Buffer) -> None:
+        dev = self._storage(buf, "poison")
+        with self._guard("poison"):
+            dev.fill_u32(NAN_BITS if buf.dtype == "float32" else SENTINEL_BITS, sync=False)
+
+    def free(self, buf: Buffer) -> None:
+        dev = buf.storage
+        if dev is not None:
+            dev.free()                        # a no-op for memory of a destroyed context
+        buf.storage = None
+
+    def synchronize(self) -> None:
+        session = self._session()
+        with self._guard("synchronize"):
+            session.ctx.synchronize()
+        self._synced()
+
+    def time(self, fn) -> float:
+        """Seconds between CUDA events around fn() (which enqueues on the legacy default stream,
+        as every Call.run does), with NO L2 flush: an op inside a training step finds the cache
+        as the previous op left it. For the per-op breakdown of a model's step."""
+        return self._timed(fn, flush=False)
+
+    def _timed(self, fn, flush: bool) -> float:
+        session = self._session()
+        with self._guard("timing"):
+            seconds = session.timer.time(fn, flush=flush)
+        self._synced()
+        return seconds
+
+    # ------------------------------------------------------------------ calls
+    def call(self, primitive: str, variant: str, buffers: dict[str, Buffer], scalars: dict | None = None) -> "CudaCall":
+        prim, dims = self._checked(primitive, buffers)
+        where = f"{prim.name}/{variant}"
+        if where in self.backend._faulted:
+            raise BackendError(f"not run: {self.backend._faulted[where]}")
+        spec = self.backend.variant_spec(prim.name, variant)
+        session = self._session()
+        try:
+            plan = kernels.plan(spec, dims, session.info.sm_count)
+        except ValueError as e:
+            raise BackendError(str(e)) from None
+        typed = prim.scalar_values(scalars)              # InputError before anything is allocated
+        _, functions = self.backend.load(spec)
+        for t in prim.tensors:                           # raw pointers cross into kernels after this
+            dev = self._storage(buffers[t.name], f"call {where}")
+            if dev.nbytes < buffers[t.name].nbytes:
+                raise BackendError(f"{where}: the device buffer for {t.name!r} is smaller than its shape")
+        return CudaCall(self, prim, spec, plan, functions, buffers, dims, typed)
+
+
+class CudaCall(Call):
+    """One (primitive, variant) bound to device buffers: its launches' KernelParams are built
+    once (again by set_scalars), its scratch buffers allocated once (NaN-filled, so a step
+    that reads scratch no earlier step wrote shows it), and run() only launches."""
+
+    def __init__(self, ops: CudaOps, prim: Primitive, spec: kernels.Variant, plan: kernels.Plan, functions: list,
+                 buffers: dict[str, Buffer], dims, scalars: dict):
+        self.ops, self.prim, self.spec, self.plan, self.dims = ops, prim, spec, plan, dims
+        self.where = f"{prim.name}/{spec.variant}"
+        self.session = ops.backend._session
+        self._buffers = [buffers[t.name] for t in prim.tensors]
+        self._pointers = {t.name: np.uint64(buffers[t.name].storage.ptr) for t in prim.tensors}
+        self.scratch: dict[str, cd.DeviceBuffer] = {}
+        try:
+            for name, (shape, dtype) in plan.scratch.items():
+                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                dev = self.scratch[name] = ops._allocate(nbytes)
+                with ops._guard("scratch"):
+                    dev.fill_u32(NAN_BITS if np.dtype(dtype).kind == "f" else 0xFFFFFFFF, sync=False)
+                self._pointers[name] = np.uint64(dev.ptr)
+        except BaseException:
+            self.close()
+            raise
+        self._functions = functions
+        self._given: dict = dict(scalars)                # set_scalars changes these, keeps the rest
+        self._build(scalars)
+
+    def _build(self, typed: dict) -> None:
+        self.scalars = typed
+        self._launches = []
+        for step, lc, fn in zip(self.spec.steps, self.plan.launches, self._functions):
+            args = kernels.arguments(step, self.prim, self._pointers, self.dims, typed)
+            self._launches.append((fn, lc.grid, lc.block, lc.shared_bytes, cd.KernelParams(args)))
+
+    def set_scalars(self, **values) -> None:
+        given = {**self._given, **values}
+        typed = self.prim.scalar_values(given)          # InputError for an unknown or unfit value
+        self._given = given
+        self._build(typed)
+
+    def run(self) -> None:
+        ops = self.ops
+        if self.session is not ops.backend._session:
+            raise BackendError(f"{self.where}: this call's buffers were allocated in a CUDA context that has "
+                               f"since been reset after a kernel fault (make the call again on new buffers)")
+        for b in self._buffers:
+            if b.storage is None:
+                raise BackendError(f"{self.where}: {b!r} has been freed")
+        ops._pending[self.where] = None
+        with ops._guard(f"launch of {self.where}"), self.session.ctx:
+            for fn, grid, block, smem, params in self._launches:
+                cd.launch(fn, grid, block, smem, params)
+
+    def close(self) -> None:
+        """Free the scratch buffers (the tensors belong to the caller)."""
+        for dev in self.scratch.values():
+            dev.free()
+        self.scratch = {}
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """C-contiguous, keeping a 0-d array 0-d (np.ascontiguousarray would make it 1-d)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def _dtype_name(dtype) -> str:
+    for name, t in DTYPES.items():
+        if np.dtype(t) == np.dtype(dtype):
+            return name
+    raise InputError(f"cuda: no tensor of dtype {dtype} can be uploaded: float32 or int64 only")
+
+
+# ============================================================================= bind / run
+
+class CudaKernel(OpsKernel):
+    """A prepared variant: compiled, its functions loaded; bind() makes a CudaBound."""
+
+    def __init__(self, backend: CudaBackend, prim: Primitive, spec: kernels.Variant, compiled: cc.Compiled):
+        super().__init__(backend.ops(), prim.name, spec.variant)
+        self.backend, self.spec, self.compiled = backend, spec, compiled
+        self.primitive = prim.name
         self.compile_s, self.compile_cached = compiled.seconds, compiled.cached
-        self.poisoned: str | None = None                 # set when this kernel faulted
 
     @property
     def where(self) -> str:
         return f"{self.primitive}/{self.variant}"
+
+    @property
+    def poisoned(self) -> str | None:
+        """Why this variant is not run again (it faulted earlier in this process), or None."""
+        return self.backend._faulted.get(self.where)
 
     def bind(self, inputs: dict[str, np.ndarray], scalars: dict | None = None) -> Bound:
         if self.poisoned:
@@ -352,142 +637,83 @@ class CudaKernel(Kernel):
         return CudaBound(self, inputs, scalars)
 
 
-class CudaBound(Bound):
+class CudaBound(OpsBound):
+    """OpsBound over CudaOps, timed with CUDA events: one launch sequence per sample (the
+    runner asks for one call: batchable is False), an L2 flush before each, and an end-to-end
+    figure through pinned host memory."""
+
     timer = "cuda_events"
     transfer = "pinned"
     batchable = False                # event-timed: one launch per sample
 
     def __init__(self, kernel: CudaKernel, inputs: dict[str, np.ndarray], scalars: dict | None = None):
         self.kernel, self.backend = kernel, kernel.backend
-        self._dev: dict[str, cd.DeviceBuffer] = {}
-        self._pristine: dict[str, cd.DeviceBuffer] = {}
-        self.session = None
-        prim = self.prim = kernel.prim
-        dims = self.dims = prim.validate(inputs)        # InputError: nothing has reached the device
-        self.scalars = prim.scalar_values(scalars)
-        self._inputs = {t.name: inputs[t.name] for t in prim.inputs}
+        self.buffers, self.pristine, self._call, self.session = {}, {}, None, None
+        prim = kernel.prim
+        dims = prim.validate(inputs, values=False)      # InputError: nothing has reached the device
+        prim.scalar_values(scalars)                     # InputError for an unknown or unfit scalar
+        ops = self.backend.ops()
         self.session = self.backend.session()
         try:
-            self.launch = kernels.launch(kernel.spec, dims, self.session.info.sm_count)
+            plan = kernels.plan(kernel.spec, dims, self.session.info.sm_count)
         except ValueError as e:
             raise BackendError(str(e)) from None
-        self._shapes = {t.name: prim.shape_of(t, dims) for t in prim.tensors}
+        inout = sum(prim.nbytes(t, dims) for t in prim.tensors if t.role == "inout")
+        need = sum(prim.nbytes(t, dims) for t in prim.tensors) + inout + plan.scratch_bytes
+        free = ops.free_bytes()
+        if need > free - MEMORY_HEADROOM:
+            raise BackendError(f"needs {need / 2**30:.2f} GiB of device memory, {free / 2**30:.2f} GiB free")
+        self._inputs = {t.name: inputs[t.name] for t in prim.inputs}
         self._bytes = {t.name: prim.nbytes(t, dims) for t in prim.tensors}
-        inout = [t.name for t in prim.tensors if t.role == "inout"]
-        need = sum(self._bytes.values()) + sum(self._bytes[n] for n in inout)
-        with self._guard():
-            free = self.session.ctx.free_bytes()
-            if need > free - MEMORY_HEADROOM:
-                raise BackendError(f"needs {need / 2**30:.2f} GiB of device memory, "
-                                   f"{free / 2**30:.2f} GiB free")
-            try:
-                for t in prim.tensors:
-                    buf = self._dev[t.name] = cd.DeviceBuffer(self.session.ctx, self._bytes[t.name])
-                    if t.is_input:
-                        buf.upload(self._inputs[t.name])
-                    if t.role == "inout":
-                        keep = self._pristine[t.name] = cd.DeviceBuffer(self.session.ctx, self._bytes[t.name])
-                        keep.upload(self._inputs[t.name])
-            except BaseException:
-                self.close()
-                raise
-            # Raw pointers cross into the kernel only after this: one buffer per tensor of
-            # exactly its declared size, every input array exactly that size too.
-            for t in prim.tensors:
-                size = self._bytes[t.name]
-                if self._dev[t.name].nbytes != max(size, 4) or (t.is_input and self._inputs[t.name].nbytes != size):
-                    self.close()
-                    raise BackendError(f"{kernel.where}: the buffer for {t.name!r} does not match its shape")
-            pointers = {name: np.uint64(buf.ptr) for name, buf in self._dev.items()}
-            args = kernels.arguments(kernel.spec, prim, pointers, dims, self.scalars)
-            self._params = cd.KernelParams(args)
-            self._function = self.session.function(kernel.compiled, self.launch.kernel)
-        self._sentinels: dict[str, np.ndarray] = {}
-
-    @contextlib.contextmanager
-    def _guard(self):
-        """Driver errors become one-line BackendErrors; a sticky one resets the context."""
-        if self.session is not self.backend._session:
-            raise BackendError("not run: the CUDA context was reset after a kernel fault")
         try:
-            yield
-        except cd.CudaError as e:
-            if e.sticky:
-                self.kernel.poisoned = f"{self.kernel.where} faulted earlier in this run ({e.name})"
-                raise self.backend.fault(self.kernel.where, e) from None
-            raise BackendError(f"{self.kernel.where}: {e}") from None
-
-    def _enqueue(self) -> None:
-        lc = self.launch
-        cd.launch(self._function, lc.grid, lc.block, lc.shared_bytes, self._params)
-
-    def call(self) -> None:
-        with self._guard(), self.session.ctx:
-            self._enqueue()
-
-    def outputs(self) -> dict[str, np.ndarray]:
-        with self._guard():
-            return {t.name: self._dev[t.name].download(np.empty(self._shapes[t.name], dtype=t.np_dtype))
-                    for t in self.prim.outputs}
-
-    def poison(self) -> None:
-        with self._guard():
-            for t in self.prim.tensors:
-                if t.role != "out":
-                    continue
-                if t.dtype == "float32":
-                    self._dev[t.name].fill_u32(NAN_BITS)
-                else:                                   # no 32-bit pattern makes the int64 sentinel
-                    if t.name not in self._sentinels:
-                        self._sentinels[t.name] = np.full(self._shapes[t.name], INT_SENTINEL, dtype=t.np_dtype)
-                    self._dev[t.name].upload(self._sentinels[t.name])
-
-    def restore(self) -> None:
-        if not self._pristine:
-            return
-        with self._guard():
-            for name, keep in self._pristine.items():
-                self._dev[name].copy_from(keep, self._bytes[name])
+            super().__init__(ops, prim, kernel.variant, inputs, scalars)
+        except BaseException:
+            self.close()
+            raise
 
     def time_once(self, clock, calls: int = 1) -> float:
-        """Event time of `calls` launches (the runner asks for one: batchable is False), after
-        an untimed restore: its copy is enqueued before the start event."""
+        """Event time of `calls` runs of the variant (the runner asks for one), after an
+        untimed restore: its copy is enqueued before the L2 flush and the start event."""
         self.restore()
-        with self._guard():
-            if calls == 1:
-                return self.session.timer.time(self._enqueue)
+        run = self._call.run
+        if calls == 1:
+            return self.ops._timed(run, flush=True)
 
-            def work():
-                for _ in range(calls):
-                    self._enqueue()
-            return self.session.timer.time(work) / calls
+        def work():
+            for _ in range(calls):
+                run()
+        return self.ops._timed(work, flush=True) / calls
 
     def time_end_to_end(self) -> float:
-        with self._guard():
-            drv = cd.driver()
-            prim = self.prim
-            ins = [(t.name, self.session.pinned_slot(("in", t.name), self._bytes[t.name])) for t in prim.inputs]
-            outs = [(t.name, self.session.pinned_slot(("out", t.name), self._bytes[t.name])) for t in prim.outputs]
-            for name, buf in ins:
-                if buf.owner is not self:                 # fill once per binding, untimed
-                    a = self._inputs[name]
-                    np.copyto(buf.view(a.dtype, a.shape), a)
-                    buf.owner = self
+        """Every in/inout tensor in from pinned memory, the launches, every out/inout tensor
+        out to pinned memory, between two events (inout tensors come in pristine: no restore)."""
+        drv = cd.driver()
+        prim, session, ops = self.prim, self.session, self.ops
+        if session is not self.backend._session:
+            raise BackendError(f"{self.kernel.where}: not run: the CUDA context was reset after a kernel fault")
+        ins = [(t.name, session.pinned_slot(("in", t.name), self._bytes[t.name])) for t in prim.inputs]
+        outs = [(t.name, session.pinned_slot(("out", t.name), self._bytes[t.name])) for t in prim.outputs]
+        for name, buf in ins:
+            if buf.owner is not self:                     # fill once per binding, untimed
+                a = self._inputs[name]
+                np.copyto(buf.view(a.dtype, a.shape), a)
+                buf.owner = self
+        dev = {name: ops._storage(b, "end-to-end") for name, b in self.buffers.items()}
+        run = self._call.run
 
-            def work():
-                for name, buf in ins:                     # inout tensors come in pristine: no restore
-                    cd.check(drv.cuMemcpyHtoDAsync(self._dev[name].ptr, buf.ptr, self._bytes[name], 0),
-                             "cuMemcpyHtoDAsync")
-                self._enqueue()
-                for name, buf in outs:
-                    cd.check(drv.cuMemcpyDtoHAsync(buf.ptr, self._dev[name].ptr, self._bytes[name], 0),
-                             "cuMemcpyDtoHAsync")
-            return self.session.timer.time(work)
+        def work():
+            for name, buf in ins:
+                cd.check(drv.cuMemcpyHtoDAsync(dev[name].ptr, buf.ptr, self._bytes[name], 0), "cuMemcpyHtoDAsync")
+            run()
+            for name, buf in outs:
+                cd.check(drv.cuMemcpyDtoHAsync(buf.ptr, dev[name].ptr, self._bytes[name], 0), "cuMemcpyDtoHAsync")
+        return ops._timed(work, flush=True)
 
     def close(self) -> None:
-        for buf in [*self._dev.values(), *self._pristine.values()]:
-            buf.free()
-        self._dev, self._pristine = {}, {}
+        if self._call is not None:
+            self._call.close()
+            self._call = None
+        super().close()
         for buf in (self.session.pinned.values() if self.session is not None else ()):
             if buf.owner is self:
                 buf.owner = None

@@ -255,11 +255,14 @@ class DeviceBuffer:
             check(driver().cuMemcpyDtoH(host.ctypes.data, self.ptr, host.nbytes), "cuMemcpyDtoH")
         return host
 
-    def fill_u32(self, value: int) -> None:
-        """Every 32-bit word of the buffer = value (0x7FC00000: float32 NaN), synchronously."""
+    def fill_u32(self, value: int, sync: bool = True) -> None:
+        """Every 32-bit word of the buffer = value (0x7FC00000: float32 NaN; 0x81111111: the
+        int64 sentinel, whose two halves are equal). sync=False only enqueues it on the legacy
+        default stream, ordered before any kernel or copy enqueued after it."""
         with self.ctx:
             check(driver().cuMemsetD32Async(self.ptr, int(value), self.nbytes // 4, 0), "cuMemsetD32Async")
-            self.ctx.synchronize()
+            if sync:
+                self.ctx.synchronize()
 
     def fill_nan(self) -> None:
         """Every float32 of the buffer = NaN (0x7FC00000), synchronously."""

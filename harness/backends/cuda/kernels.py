@@ -21,15 +21,45 @@ A kernel becomes a variant of a primitive when a `// launch:` line sits directly
   * Parameters are matched BY NAME: a pointer names a tensor of the declaration (`float*`
     for float32, `long long*` for int64; `const` exactly for role "in"), a value names a
     dim (`int` or `long long`) or a declared scalar (`int` int32, `long long` int64, `float`
-    float32). Every tensor and every scalar must be a parameter; the order is the kernel's
-    own. `arguments()` lays values out in that order for the backend, the emulator tests
+    float32). Every tensor and every scalar must be a parameter (of some step, below); the
+    order is the kernel's own. `arguments()` lays values out in that order for the backend, the emulator tests
     and the GPU checks alike.
 
+A variant of several kernels (steps). Some work needs more than one launch: matmul's
+backward computes dA and dB, a fused layernorm backward writes per-block partial sums that a
+second kernel reduces. Kernels named `<primitive>_<variant>__<step>` (two underscores), each
+with its own `// launch:` line and adjacent in the file, are the steps of ONE variant,
+launched in file order (on one stream: each step sees what the previous ones wrote):
+
+    // launch: grid=min(rows, LNB_BLOCKS) block=...
+    // scratch: partials float (min(rows, LNB_BLOCKS), 2, cols) -- each block's dgamma, dbeta sums
+    extern "C" __global__ void __launch_bounds__(1024)
+    layernorm_backward_fused__rows(const float* x, const float* gamma, const float* dy, float* dx,
+                                   float* partials, int rows, int cols, float eps)
+
+    // launch: grid=cdiv(cols, 256) block=256
+    extern "C" __global__ void __launch_bounds__(256)
+    layernorm_backward_fused__columns(const float* partials, float* dgamma, float* dbeta,
+                                      int rows, int cols)
+
+  * Each step takes the subset of tensors, dims and scalars it needs, by name; every tensor
+    and scalar must be a parameter of SOME step, and every out/inout tensor must be written
+    (a non-const pointer) by some step. A step may read (`const`) an out tensor or a scratch
+    buffer only after an earlier step of the variant wrote it.
+  * `// scratch: NAME TYPE (shape, ...) [-- what it holds]`, among a step's launch lines,
+    declares a temporary device buffer of the variant (TYPE: float, int or long long; the
+    shape's entries are launch-line expressions). Any step may take it as a pointer
+    parameter named NAME. Its contents are undefined at the start of every run (the backend
+    and the emulator tests fill it with NaN once): the first step that takes it must
+    write it, not accumulate into it. A single-kernel variant may declare scratch too.
+  * The limits below apply to every step; a variant runs only if all its steps can.
+    `plan()` gives every step's Launch and every scratch buffer's shape for some dims.
+
 Generic limits, checked before anything reaches a GPU (`limit()` says why, in one line):
-a kernel that takes a dim as `int` refuses dims where a dim or a tensor's element count
-exceeds 2^31 - 1; grid within CUDA's (2^31-1, 65535, 65535); a block of whole warps, at
-most 1024 threads and at most its __launch_bounds__; at most 48 KiB of dynamic shared
-memory; and every `// requires:` condition.
+a kernel that takes a dim as `int` refuses dims where a dim, or the element count of a
+tensor or scratch buffer it takes, exceeds 2^31 - 1; grid within CUDA's (2^31-1, 65535,
+65535); a block of whole warps, at most 1024 threads and at most its __launch_bounds__; at
+most 48 KiB of dynamic shared memory; and every `// requires:` condition.
 """
 from __future__ import annotations
 
@@ -89,8 +119,23 @@ class Requirement:
     why: str
 
 
+@dataclass(frozen=True)
+class Scratch:
+    """A temporary device buffer of a variant (`// scratch:`), passed to steps by name."""
+    name: str
+    ctype: str                         # "float", "int", "long long"
+    shape: str                         # the shape's expression text, e.g. "(cdiv(rows, 8), 2, cols)"
+    line: int
+    what: str = ""
+
+    @property
+    def np_dtype(self):
+        return NUMPY_OF_CTYPE[self.ctype]
+
+
 @dataclass(frozen=True, eq=False)
 class KernelSpec:
+    """One launched kernel: a whole variant, or one step of a variant of several."""
     file: str                          # "cuda_impl/softmax.cu": what messages and NVRTC name
     source: str                        # the whole file's text (what NVRTC and the emulator compile)
     primitive: str
@@ -104,6 +149,8 @@ class KernelSpec:
     params: tuple[Param, ...]
     launch_bounds: int | None          # __launch_bounds__'s max threads, evaluated
     constants: dict = field(default_factory=dict)   # the file's integer #defines at the launch line
+    step: str = ""                     # "" for a one-kernel variant; else the name after `__`
+    scratch: tuple[Scratch, ...] = ()  # declared among this kernel's launch lines
 
     @property
     def where(self) -> str:
@@ -111,6 +158,41 @@ class KernelSpec:
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+
+@dataclass(frozen=True, eq=False)
+class Variant:
+    """One variant of a primitive: its kernels (one, or several steps launched in order) and
+    the scratch buffers they share."""
+    file: str
+    source: str
+    primitive: str
+    variant: str
+    steps: tuple[KernelSpec, ...]
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}: {self.steps[0].kernel}" if len(self.steps) == 1 else \
+            f"{self.file}: {self.primitive}/{self.variant}"
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        return tuple(s.kernel for s in self.steps)
+
+    @property
+    def scratch(self) -> tuple[Scratch, ...]:
+        return tuple(sc for s in self.steps for sc in s.scratch)
+
+    @property
+    def line(self) -> int:
+        return self.steps[0].line
+
+    def only(self) -> KernelSpec:
+        """The kernel of a one-kernel variant (ValueError for a variant of several steps)."""
+        if len(self.steps) != 1:
+            raise ValueError(f"{self.primitive}/{self.variant} has {len(self.steps)} steps "
+                             f"({', '.join(s.step for s in self.steps)}): use plan() and each step")
+        return self.steps[0]
 
 
 @dataclass(frozen=True)
@@ -126,6 +208,19 @@ class Launch:
         return self.block[0] * self.block[1] * self.block[2]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A variant at some dims: every step's launch, in order, and every scratch buffer's shape."""
+    variant: Variant
+    launches: tuple[Launch, ...]
+    scratch: dict                      # name -> (shape tuple, numpy dtype)
+
+    @property
+    def scratch_bytes(self) -> int:
+        return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+                   for shape, dt in self.scratch.values())
+
+
 @dataclass(frozen=True, eq=False)
 class SourceFile:
     path: Path
@@ -133,6 +228,7 @@ class SourceFile:
     text: str
     specs: tuple[KernelSpec, ...]      # launched kernels, in file order
     entries: tuple[str, ...]           # every extern "C" __global__ kernel, in file order
+    variants: tuple[Variant, ...] = () # the specs grouped into variants, in file order
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -266,6 +362,8 @@ def _c_constant(text: str, constants: dict) -> int | None:
 
 _LAUNCH = re.compile(r"^\s*//\s*launch:\s*(.*?)\s*$")
 _REQUIRES = re.compile(r"^\s*//\s*requires:\s*(.*?)\s*$")
+_SCRATCH = re.compile(r"^\s*//\s*scratch:\s*(.*?)\s*$")
+_SCRATCH_DECL = re.compile(r"([A-Za-z_]\w*)\s+(float|int|long\s+long)\s*(\(.*\))$")
 _EXTERN = re.compile(r'^\s*extern\s+"C"\s+__global__\b')
 _DECL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+')
 _BOUNDS = re.compile(r"__launch_bounds__\s*\(")
@@ -371,7 +469,7 @@ def parse(text: str, file: str, stem: str) -> SourceFile:
         if (m := _LAUNCH.match(raw)):
             if pending:
                 raise KernelSpecError(f"{file}:{pending[0]}: this // launch: line is not directly above a kernel")
-            pending = (i + 1, m.group(1), [])
+            pending = (i + 1, m.group(1), [], [])
             continue
         if (m := _REQUIRES.match(raw)):
             if not pending:
@@ -381,13 +479,23 @@ def parse(text: str, file: str, stem: str) -> SourceFile:
                 raise KernelSpecError(f"{where}: expected `// requires: <condition> -- <why>`")
             pending[2].append(Requirement(cond.strip(), why.strip()))
             continue
+        if (m := _SCRATCH.match(raw)):
+            if not pending:
+                raise KernelSpecError(f"{where}: a // scratch: line must follow a // launch: line")
+            decl, _, what = m.group(1).partition(" -- ")
+            d = _SCRATCH_DECL.fullmatch(decl.strip())
+            if not d:
+                raise KernelSpecError(f"{where}: expected `// scratch: NAME float|int|long long (shape, ...) "
+                                      f"[-- what it holds]`, got {m.group(1)!r}")
+            pending[3].append(Scratch(d.group(1), " ".join(d.group(2).split()), d.group(3), i + 1, what.strip()))
+            continue
         line = code_lines[i] if i < len(code_lines) else ""
         if _EXTERN.match(line):
             name, bounds_text, params_text = _declaration(code, offsets[i], f"{file}:{i + 1}")
             entries.append(name)
             if pending is None:
                 continue
-            launch_line, launch_text, requires = pending
+            launch_line, launch_text, requires, scratch = pending
             pending = None
             kwhere = f"{file}: {name}"
             hit = catalogue.resolve(stem, name)
@@ -396,9 +504,23 @@ def parse(text: str, file: str, stem: str) -> SourceFile:
                 raise KernelSpecError(f"{kwhere}: a launched kernel must be named <primitive>_<variant> for a "
                                       f"primitive declared with stem {stem!r} ({prims})")
             prim, variant = hit
-            if (prim.name, variant) in variants_seen:
+            variant, sep, step = variant.partition("__")
+            if sep and (not variant or not re.fullmatch(r"[A-Za-z0-9]\w*", step) or step.endswith("_")):
+                raise KernelSpecError(f"{kwhere}: a step of a variant is named <primitive>_<variant>__<step> "
+                                      f"(one `__`, both names non-empty)")
+            key = (prim.name, variant)
+            if key in variants_seen and not (sep and specs and specs[-1].step and
+                                             (specs[-1].primitive, specs[-1].variant) == key):
+                if sep and any(s.step for s in specs if (s.primitive, s.variant) == key):
+                    raise KernelSpecError(f"{kwhere}: the steps of variant {variant!r} of {prim.name} must be "
+                                          f"adjacent in the file (another variant's kernel comes between them)")
+                if sep or any(s.step for s in specs if (s.primitive, s.variant) == key):
+                    raise KernelSpecError(f"{kwhere}: variant {variant!r} of {prim.name} is launched both as one "
+                                          f"kernel and in steps")
                 raise KernelSpecError(f"{kwhere}: variant {variant!r} of {prim.name} is launched twice")
-            variants_seen.add((prim.name, variant))
+            if sep and any(s.step == step for s in specs if (s.primitive, s.variant) == key):
+                raise KernelSpecError(f"{kwhere}: step {step!r} of {prim.name}/{variant} is launched twice")
+            variants_seen.add(key)
             grid, block, smem = _parse_launch(launch_text, f"{file}:{launch_line}: {name}")
             params = tuple(_parse_param(p, kwhere) for p in _split_commas(params_text))
             bounds = None
@@ -410,7 +532,8 @@ def parse(text: str, file: str, stem: str) -> SourceFile:
                                           f"from the file's integer #defines")
             specs.append(KernelSpec(file=file, source=text, primitive=prim.name, variant=variant, kernel=name,
                                     line=launch_line, grid=grid, block=block, smem=smem, requires=tuple(requires),
-                                    params=params, launch_bounds=bounds, constants=dict(constants)))
+                                    params=params, launch_bounds=bounds, constants=dict(constants),
+                                    step=step, scratch=tuple(scratch)))
             continue
         if pending is not None:
             raise KernelSpecError(f"{file}:{pending[0]}: the // launch: line must be directly above an "
@@ -428,7 +551,13 @@ def parse(text: str, file: str, stem: str) -> SourceFile:
             constants.pop(m.group(1), None)
     if pending:
         raise KernelSpecError(f"{file}:{pending[0]}: this // launch: line is not directly above a kernel")
-    return SourceFile(path=Path(file), file=file, text=text, specs=tuple(specs), entries=tuple(entries))
+    groups: dict[tuple, list] = {}
+    for sp in specs:
+        groups.setdefault((sp.primitive, sp.variant), []).append(sp)
+    found = tuple(Variant(file=file, source=text, primitive=p, variant=v, steps=tuple(steps))
+                  for (p, v), steps in groups.items())
+    return SourceFile(path=Path(file), file=file, text=text, specs=tuple(specs), entries=tuple(entries),
+                      variants=found)
 
 
 def _declaration(code: str, start: int, where: str) -> tuple[str, str | None, str]:
@@ -479,25 +608,32 @@ def source_file(stem: str) -> SourceFile | None:
 
 
 def kernels_of(stem: str) -> list[KernelSpec]:
-    """Every launched kernel of cuda_impl/<stem>.cu, in file order ([] without a file)."""
+    """Every launched kernel (variant or step) of cuda_impl/<stem>.cu, in file order ([] without a file)."""
     src = source_file(stem)
     return list(src.specs) if src else []
+
+
+def variants_of(stem: str) -> list[Variant]:
+    """Every variant of cuda_impl/<stem>.cu (any of its primitives), in file order."""
+    src = source_file(stem)
+    return list(src.variants) if src else []
 
 
 def variants(primitive: str) -> list[str]:
     """The primitive's CUDA variant names, naive first; [] when it has no kernels."""
     prim = catalogue.get(primitive)
-    return [s.variant for s in kernels_of(prim.file_stem) if s.primitive == prim.name]
+    return [v.variant for v in variants_of(prim.file_stem) if v.primitive == prim.name]
 
 
-def spec(primitive: str, variant: str) -> KernelSpec:
-    """One variant's spec, its signature and launch expressions checked against the
-    declaration (KernelSpecError when they do not fit, KeyError for an unknown variant)."""
+def spec(primitive: str, variant: str) -> Variant:
+    """One variant, every step's signature and launch expressions (and its scratch shapes)
+    checked against the declaration (KernelSpecError when they do not fit, KeyError for an
+    unknown variant)."""
     prim = catalogue.get(primitive)
-    for s in kernels_of(prim.file_stem):
-        if s.primitive == prim.name and s.variant == variant:
-            check(s, prim)
-            return s
+    for v in variants_of(prim.file_stem):
+        if v.primitive == prim.name and v.variant == variant:
+            check(v, prim)
+            return v
     valid = ", ".join(variants(primitive)) or "none"
     raise KeyError(f"cuda has no variant {variant!r} of {primitive}; valid: {valid}")
 
@@ -522,59 +658,122 @@ def _expression(spec: KernelSpec, prim: Primitive, what: str, text: str) -> ast.
     return tree
 
 
-def check(spec: KernelSpec, prim: Primitive | None = None) -> None:
-    """The kernel's parameters against the declaration, and its launch expressions against
-    the names they may use. KernelSpecError names the file, the kernel and what is wrong."""
-    prim = prim or catalogue.get(spec.primitive)
-    where = spec.where
+def _shape_expression(spec: KernelSpec, prim: Primitive, sc: Scratch) -> ast.Tuple:
+    """A scratch shape `(a, b, ...)` as a tuple of expressions (one entry: `(n)` or `(n,)`)."""
+    inner = sc.shape.strip()[1:-1].strip().rstrip(",")
+    where = f"{spec.where}: scratch {sc.name!r} shape {sc.shape!r}"
+    if not inner:
+        raise KernelSpecError(f"{where}: a scratch buffer needs at least one dimension")
+    try:
+        parts = [_parsed(e, _names(spec, prim), False) for e in _split_commas(inner)]
+    except _Bad as e:
+        raise KernelSpecError(f"{where}: {e}") from None
+    if any(isinstance(t, ast.Tuple) for t in parts):
+        raise KernelSpecError(f"{where}: entries must be numbers")
+    return ast.Tuple(elts=parts, ctx=ast.Load())
+
+
+def _as_variant(spec) -> Variant:
+    if isinstance(spec, Variant):
+        return spec
+    return Variant(file=spec.file, source=spec.source, primitive=spec.primitive, variant=spec.variant, steps=(spec,))
+
+
+def check(spec: Variant | KernelSpec, prim: Primitive | None = None) -> None:
+    """A variant's kernels against the declaration: every parameter names a tensor, dim,
+    scalar or scratch buffer of the right type; every tensor and scalar is a parameter of
+    some step and every output is written by one; `const` says who only reads; launch and
+    shape expressions use only the names they may. KernelSpecError names the file, the
+    kernel and what is wrong. (A lone KernelSpec is checked as a one-kernel variant.)"""
+    v = _as_variant(spec)
+    prim = prim or catalogue.get(v.primitive)
     tensors = {t.name: t for t in prim.tensors}
     scalars = {s.name: s for s in prim.scalars}
-    seen = set()
-    for p in spec.params:
-        pw = f"{where}: parameter {p.name!r}"
-        if p.name in seen:
-            raise KernelSpecError(f"{pw} appears twice")
-        seen.add(p.name)
-        if p.pointer:
-            t = tensors.get(p.name)
-            if t is None:
-                what = "a dim" if p.name in prim.dims else "a scalar" if p.name in scalars else None
-                raise KernelSpecError(f"{pw} is a pointer, but " + (f"{p.name!r} is {what} of {prim.name}: pass it "
-                                                                     f"by value" if what else
-                                      f"{prim.name} has no tensor {p.name!r} (tensors: "
-                                      f"{', '.join(tensors)})"))
-            if POINTER_DTYPES.get(p.ctype) != t.dtype:
-                raise KernelSpecError(f"{pw} is `{p.ctype}*`, but tensor {t.name!r} is {t.dtype}: "
-                                      f"declare it `{CTYPE_OF_DTYPE[t.dtype]}*`")
-            if p.const != (t.role == "in"):
-                raise KernelSpecError(f"{pw}: tensor {t.name!r} has role {t.role!r}: "
-                                      + ("declare it `const` (the kernel only reads it)" if t.role == "in" else
-                                         "it must not be `const` (the kernel writes it)"))
-        elif p.name in tensors:
-            raise KernelSpecError(f"{pw}: tensor {p.name!r} is passed by value; declare it as a pointer "
-                                  f"(`{CTYPE_OF_DTYPE[tensors[p.name].dtype]}*`)")
-        elif p.name in prim.dims:
-            if p.ctype not in ("int", "long long"):
-                raise KernelSpecError(f"{pw}: dim {p.name!r} must be `int` or `long long`, not `{p.ctype}`")
-        elif p.name in scalars:
-            s = scalars[p.name]
-            if SCALAR_CTYPES[p.ctype] != s.dtype:
-                raise KernelSpecError(f"{pw}: scalar {s.name!r} is {s.dtype}: declare it "
-                                      f"`{CTYPE_OF_DTYPE[s.dtype]}`, not `{p.ctype}`")
-        else:
-            raise KernelSpecError(f"{pw} names no tensor, dim or scalar of {prim.name} (tensors: "
-                                  f"{', '.join(tensors)}; dims: {', '.join(prim.dims)}; scalars: "
-                                  f"{', '.join(scalars) or 'none'})")
+    scratch: dict[str, Scratch] = {}
+    for step in v.steps:
+        for sc in step.scratch:
+            w = f"{step.where}: scratch {sc.name!r}"
+            if sc.name in scratch:
+                raise KernelSpecError(f"{w} is declared twice in {prim.name}/{v.variant}")
+            if sc.name in tensors or sc.name in scalars or sc.name in prim.dims:
+                raise KernelSpecError(f"{w} has the name of a tensor, scalar or dim of {prim.name}")
+            if sc.name in step.constants or sc.name == "sms":
+                raise KernelSpecError(f"{w} has the name of a #define or a launch-line name")
+            scratch[sc.name] = sc
+            _shape_expression(step, prim, sc)
+    multi = len(v.steps) > 1
+    used, written = set(), set()                       # over all steps so far
+    for step in v.steps:
+        where = step.where
+        seen = set()
+        for p in step.params:
+            pw = f"{where}: parameter {p.name!r}"
+            if p.name in seen:
+                raise KernelSpecError(f"{pw} appears twice")
+            seen.add(p.name)
+            if p.pointer and p.name in scratch:
+                sc = scratch[p.name]
+                if p.ctype != sc.ctype:
+                    raise KernelSpecError(f"{pw} is `{p.ctype}*`, but scratch {sc.name!r} is declared "
+                                          f"{sc.ctype}: declare it `{sc.ctype}*`")
+                if p.const and p.name not in written:
+                    raise KernelSpecError(f"{pw}: scratch {sc.name!r} starts undefined: the first step that takes "
+                                          f"it must write it (not `const`)")
+            elif p.pointer:
+                t = tensors.get(p.name)
+                if t is None:
+                    what = "a dim" if p.name in prim.dims else "a scalar" if p.name in scalars else None
+                    raise KernelSpecError(f"{pw} is a pointer, but " + (
+                        f"{p.name!r} is {what} of {prim.name}: pass it by value" if what else
+                        f"{prim.name} has no tensor {p.name!r} (tensors: {', '.join(tensors)}"
+                        + (f"; scratch: {', '.join(scratch)}" if scratch else "") + ")"))
+                if POINTER_DTYPES.get(p.ctype) != t.dtype:
+                    raise KernelSpecError(f"{pw} is `{p.ctype}*`, but tensor {t.name!r} is {t.dtype}: "
+                                          f"declare it `{CTYPE_OF_DTYPE[t.dtype]}*`")
+                if t.role == "in" and not p.const:
+                    raise KernelSpecError(f"{pw}: tensor {t.name!r} has role 'in': declare it `const` "
+                                          f"(the kernel only reads it)")
+                if t.role != "in" and p.const and not (multi and p.name in written):
+                    raise KernelSpecError(f"{pw}: tensor {t.name!r} has role {t.role!r}: it must not be `const` "
+                                          + ("(the kernel writes it)" if not multi else
+                                             "here (a step may read an output only after an earlier step wrote it)"))
+            elif p.name in tensors or p.name in scratch:
+                kind = "tensor" if p.name in tensors else "scratch"
+                ctype = CTYPE_OF_DTYPE[tensors[p.name].dtype] if p.name in tensors else scratch[p.name].ctype
+                raise KernelSpecError(f"{pw}: {kind} {p.name!r} is passed by value; declare it as a pointer "
+                                      f"(`{ctype}*`)")
+            elif p.name in prim.dims:
+                if p.ctype not in ("int", "long long"):
+                    raise KernelSpecError(f"{pw}: dim {p.name!r} must be `int` or `long long`, not `{p.ctype}`")
+            elif p.name in scalars:
+                s = scalars[p.name]
+                if SCALAR_CTYPES[p.ctype] != s.dtype:
+                    raise KernelSpecError(f"{pw}: scalar {s.name!r} is {s.dtype}: declare it "
+                                          f"`{CTYPE_OF_DTYPE[s.dtype]}`, not `{p.ctype}`")
+            else:
+                raise KernelSpecError(f"{pw} names no tensor, dim or scalar of {prim.name} (tensors: "
+                                      f"{', '.join(tensors)}; dims: {', '.join(prim.dims)}; scalars: "
+                                      f"{', '.join(scalars) or 'none'}"
+                                      + (f"; scratch: {', '.join(scratch)}" if scratch else "") + ")")
+        used |= seen
+        written |= {p.name for p in step.params if p.pointer and not p.const}
+        _expression(step, prim, "grid", step.grid)
+        _expression(step, prim, "block", step.block)
+        _expression(step, prim, "smem", step.smem)
+        for r in step.requires:
+            _expression(step, prim, "requires", r.condition)
+    where = v.where
     for name in [*tensors, *scalars]:
-        if name not in seen:
+        if name not in used:
             kind = "tensor" if name in tensors else "scalar"
             raise KernelSpecError(f"{where}: no parameter for {kind} {name!r} (every tensor and scalar of "
-                                  f"{prim.name} must be one, by name)")
-    _expression(spec, prim, "grid", spec.grid)
-    _expression(spec, prim, "block", spec.block)
-    _expression(spec, prim, "smem", spec.smem)
-    for r in spec.requires:
-        _expression(spec, prim, "requires", r.condition)
+                                  f"{prim.name} must be one, by name" + (", in some step)" if multi else ")"))
+    for t in prim.outputs:
+        if t.name not in written:
+            raise KernelSpecError(f"{where}: no step writes output {t.name!r} (a non-const pointer)")
+    for name in scratch:
+        if name not in used:
+            raise KernelSpecError(f"{where}: scratch {name!r} is declared but no step takes it")
 
 
 # ----------------------------------------------------------------------------- launching
@@ -610,66 +809,126 @@ def _geometry(spec: KernelSpec, prim: Primitive, d: dict, sm_count: int) -> tupl
     return lc, env
 
 
-def limit(spec: KernelSpec, dims, sm_count: int = DEFAULT_SM_COUNT) -> str | None:
-    """Why this kernel cannot be launched at these dims (one line), or None when it can."""
-    prim = catalogue.get(spec.primitive)
-    check(spec, prim)
-    d = _dims_dict(prim, dims)
+def _scratch_shapes(v: Variant, prim: Primitive, d: dict, sm_count: int) -> dict:
+    shapes = {}
+    for step in v.steps:
+        env = {**step.constants, **d, "sms": int(sm_count)}
+        for sc in step.scratch:
+            try:
+                shape = _evaluate(_shape_expression(step, prim, sc), env, False)
+            except _Bad as e:
+                raise KernelSpecError(f"{step.where}: scratch {sc.name!r} shape {sc.shape!r}: {e}") from None
+            if any(type(x) is not int for x in shape):
+                raise KernelSpecError(f"{step.where}: scratch {sc.name!r} shape evaluates to {shape!r}, "
+                                      f"not integers")
+            shapes[sc.name] = (tuple(shape), sc.np_dtype)
+    return shapes
+
+
+def _step_limit(step: KernelSpec, prim: Primitive, d: dict, shapes: dict, sm_count: int,
+                multi: bool) -> tuple[str | None, Launch | None]:
     shown = ", ".join(f"{k} = {v}" for k, v in d.items())
-    if min(d.values()) < 1:
-        return f"empty dims ({shown})"
-    int_dims = [p.name for p in spec.params if not p.pointer and p.name in d and p.ctype == "int"]
+    tag = f"step {step.step}: " if multi else ""
+    int_dims = [p.name for p in step.params if not p.pointer and p.name in d and p.ctype == "int"]
     if int_dims:
         for name in prim.dims:
             if d[name] > INT32_MAX:
-                return (f"{name} = {d[name]} does not fit in 32 bits, and the kernel takes its sizes as int "
-                        f"({', '.join(int_dims)})")
-        for t in prim.tensors:
-            count = int(np.prod(prim.shape_of(t, tuple(d[k] for k in prim.dims)), dtype=object))
+                return (f"{tag}{name} = {d[name]} does not fit in 32 bits, and the kernel takes its sizes as int "
+                        f"({', '.join(int_dims)})"), None
+        dims = tuple(d[k] for k in prim.dims)
+        for p in step.params:
+            if not p.pointer:
+                continue
+            if p.name in shapes:
+                count = int(np.prod(shapes[p.name][0], dtype=object))
+                what = f"scratch {p.name} {shapes[p.name][0]}"
+            else:
+                t = prim.tensor(p.name)
+                count = int(np.prod(prim.shape_of(t, dims), dtype=object))
+                what = f"tensor {t.name} ({' x '.join(map(str, t.shape))})"
             if count > INT32_MAX:
-                return (f"tensor {t.name} ({' x '.join(map(str, t.shape))}) has {count} elements, above "
-                        f"2^31 - 1: the kernel indexes with int")
-    lc, env = _geometry(spec, prim, d, sm_count)
-    for r in spec.requires:
+                return (f"{tag}{what} has {count} elements, above 2^31 - 1: the kernel indexes with int"), None
+    lc, env = _geometry(step, prim, d, sm_count)
+    for r in step.requires:
         try:
-            ok = _evaluate(_expression(spec, prim, "requires", r.condition), env, False)
+            ok = _evaluate(_expression(step, prim, "requires", r.condition), env, False)
         except _Bad as e:
-            raise KernelSpecError(f"{spec.where}: requires {r.condition!r}: {e}") from None
+            raise KernelSpecError(f"{step.where}: requires {r.condition!r}: {e}") from None
         if not ok:
-            return f"{r.why} (requires {r.condition}; here {shown})"
+            return f"{tag}{r.why} (requires {r.condition}; here {shown})", None
     for axis, g, cap in zip("xyz", lc.grid, MAX_GRID):
         if g < 1:
-            return f"grid.{axis} = {g} for {shown}: a grid needs at least one block per axis"
+            return f"{tag}grid.{axis} = {g} for {shown}: a grid needs at least one block per axis", None
         if g > cap:
-            return f"grid.{axis} = {g} is above CUDA's limit of {cap} for these dims ({shown})"
+            return f"{tag}grid.{axis} = {g} is above CUDA's limit of {cap} for these dims ({shown})", None
     for axis, b, cap in zip("xyz", lc.block, MAX_BLOCK):
         if not 1 <= b <= cap:
-            return f"block.{axis} = {b} is outside CUDA's 1..{cap} ({shown})"
+            return f"{tag}block.{axis} = {b} is outside CUDA's 1..{cap} ({shown})", None
     threads = lc.threads_per_block
-    bound = min(MAX_THREADS, spec.launch_bounds or MAX_THREADS)
+    bound = min(MAX_THREADS, step.launch_bounds or MAX_THREADS)
     if threads > bound:
-        why = f"its __launch_bounds__({spec.launch_bounds})" if spec.launch_bounds else "CUDA's limit"
-        return f"a block of {threads} threads is above {why} ({shown})"
+        why = f"its __launch_bounds__({step.launch_bounds})" if step.launch_bounds else "CUDA's limit"
+        return f"{tag}a block of {threads} threads is above {why} ({shown})", None
     if threads % WARP:
-        return f"a block of {threads} threads is not a whole number of warps ({shown})"
+        return f"{tag}a block of {threads} threads is not a whole number of warps ({shown})", None
     if not 0 <= lc.shared_bytes <= MAX_DYNAMIC_SMEM:
-        return f"{lc.shared_bytes} bytes of dynamic shared memory: above the 48 KiB a kernel gets without opting in"
-    return None
+        return (f"{tag}{lc.shared_bytes} bytes of dynamic shared memory: above the 48 KiB a kernel gets "
+                f"without opting in"), None
+    return None, lc
 
 
-def launch(spec: KernelSpec, dims, sm_count: int = DEFAULT_SM_COUNT) -> Launch:
-    """The kernel's launch for these dims; ValueError with the reason when it cannot run."""
-    why = limit(spec, dims, sm_count)
+def _plan(spec, dims, sm_count: int) -> tuple[str | None, Plan | None]:
+    v = _as_variant(spec)
+    prim = catalogue.get(v.primitive)
+    check(v, prim)
+    d = _dims_dict(prim, dims)
+    shown = ", ".join(f"{k} = {x}" for k, x in d.items())
+    if min(d.values()) < 1:
+        return f"empty dims ({shown})", None
+    shapes = _scratch_shapes(v, prim, d, sm_count)
+    for name, (shape, _) in shapes.items():
+        if min(shape) < 1:
+            return f"scratch {name} would have shape {shape} for {shown}: empty", None
+    launches = []
+    for step in v.steps:
+        why, lc = _step_limit(step, prim, d, shapes, sm_count, len(v.steps) > 1)
+        if why:
+            return why, None
+        launches.append(lc)
+    return None, Plan(variant=v, launches=tuple(launches), scratch=shapes)
+
+
+def limit(spec: Variant | KernelSpec, dims, sm_count: int = DEFAULT_SM_COUNT) -> str | None:
+    """Why this variant (every step of it) cannot be launched at these dims (one line), or
+    None when it can."""
+    return _plan(spec, dims, sm_count)[0]
+
+
+def plan(spec: Variant | KernelSpec, dims, sm_count: int = DEFAULT_SM_COUNT) -> Plan:
+    """Every step's launch and every scratch shape at these dims; ValueError with the reason
+    when the variant cannot run there."""
+    why, p = _plan(spec, dims, sm_count)
     if why:
-        raise ValueError(f"{spec.primitive}/{spec.variant}: {why}")
-    prim = catalogue.get(spec.primitive)
-    return _geometry(spec, prim, _dims_dict(prim, dims), sm_count)[0]
+        v = _as_variant(spec)
+        raise ValueError(f"{v.primitive}/{v.variant}: {why}")
+    return p
 
 
-def arguments(spec: KernelSpec, prim: Primitive, tensors: dict, dims, scalars: dict | None = None) -> list:
-    """The kernel's arguments in its parameter order: for a pointer, what `tensors` holds
-    under that tensor's name (a device pointer, a numpy array); for a dim or a scalar, a
-    numpy scalar of exactly the parameter's C type (np.int32, np.int64, np.float32)."""
+def launch(spec: Variant | KernelSpec, dims, sm_count: int = DEFAULT_SM_COUNT) -> Launch:
+    """The launch of a one-kernel variant at these dims (a variant of several steps: plan());
+    ValueError with the reason when it cannot run."""
+    v = _as_variant(spec)
+    v.only()
+    return plan(v, dims, sm_count).launches[0]
+
+
+def arguments(spec: Variant | KernelSpec, prim: Primitive, tensors: dict, dims, scalars: dict | None = None) -> list:
+    """One kernel's arguments in its parameter order: for a pointer, what `tensors` holds
+    under that tensor's (or scratch buffer's) name (a device pointer, a numpy array); for a
+    dim or a scalar, a numpy scalar of exactly the parameter's C type (np.int32, np.int64,
+    np.float32). `spec` is a step, or a one-kernel variant."""
+    if isinstance(spec, Variant):
+        spec = spec.only()
     d = _dims_dict(prim, dims)
     values = prim.scalar_values(scalars)
     out = []

@@ -18,7 +18,11 @@ A tag cannot say that an address points to an array of the right size. So `pack`
 refuses, before it takes any address, every array that is not aligned, C-contiguous and
 of exactly its declared dtype and shape (and writable, for the tensors a kernel writes).
 The block holds raw addresses: whoever keeps it must keep the arrays alive with it (the
-bound case does).
+op layer's Call does, and through it the bound case).
+
+A scalar may change between runs without repacking (AdamW's step number changes every
+training step): `scalar_slots` says which word holds each scalar's value, and
+`write_scalar` checks a new value exactly as `pack` does and writes just that word.
 """
 from __future__ import annotations
 
@@ -94,6 +98,15 @@ def _integer(prim: Primitive, what: str, name: str, value, bits: int) -> int:
     return v
 
 
+def _scalar_value(prim: Primitive, s, v) -> int | np.float32:
+    """A scalar's value as its slot holds it, checked as pack checks it."""
+    if s.dtype == "float32":
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise InputError(f"{prim.name}: scalar {s.name!r} must be a number, got {v!r}")
+        return np.float32(v)
+    return _integer(prim, "scalar", s.name, v, 32 if s.dtype == "int32" else 64)
+
+
 def pack(prim: Primitive, arrays: dict[str, np.ndarray], dims, scalars: dict) -> np.ndarray:
     """The argument block for one call of one of prim's kernels: a read-only int64 array.
 
@@ -120,15 +133,7 @@ def pack(prim: Primitive, arrays: dict[str, np.ndarray], dims, scalars: dict) ->
         raise InputError(f"{prim.name}: dims must be positive, got {dict(zip(prim.dims, dim_values))}")
     for t in prim.tensors:
         _check_array(prim, t, arrays[t.name], prim.shape_of(t, dims))
-    values: list[int | float] = []
-    for s in prim.scalars:
-        v = scalars[s.name]
-        if s.dtype == "float32":
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise InputError(f"{prim.name}: scalar {s.name!r} must be a number, got {v!r}")
-            values.append(np.float32(v))
-        else:
-            values.append(_integer(prim, "scalar", s.name, v, 32 if s.dtype == "int32" else 64))
+    values = [_scalar_value(prim, s, scalars[s.name]) for s in prim.scalars]
 
     # Every array passed: now, and only now, take the addresses.
     slots = layout(prim)
@@ -151,6 +156,23 @@ def pack(prim: Primitive, arrays: dict[str, np.ndarray], dims, scalars: dict) ->
         i += 1
     block.flags.writeable = False
     return block
+
+
+def scalar_slots(prim: Primitive) -> dict[str, int]:
+    """{scalar name: index of the block word that holds its value}."""
+    first = len(prim.tensors) + len(prim.dims)
+    return {s.name: HEADER + 2 * (first + i) + 1 for i, s in enumerate(prim.scalars)}
+
+
+def write_scalar(prim: Primitive, block: np.ndarray, word: int, scalar, value) -> None:
+    """Check `value` for `scalar` (a declaration Scalar) as pack does, then write it into
+    word `word` of a writable block: an int as itself, a float32 as its bit pattern in
+    the low half with the high half zero."""
+    v = _scalar_value(prim, scalar, value)
+    if scalar.dtype == "float32":
+        block[word] = int(np.float32(v).view(np.uint32))
+    else:
+        block[word] = v
 
 
 def decode(block: np.ndarray) -> list[tuple[str, int | float]]:

@@ -1,5 +1,5 @@
 """`mojo`: the Mojo kernels in mojo_impl/, built into Python extension modules (see
-build.py) and called with the raw addresses of the numpy arrays: no copies.
+build.py) and called with the raw addresses of numpy arrays: no copies.
 
 Every kernel, whatever its primitive, is called the same way: `module.<primitive>_<variant>(
 block)`, one int, the address of an argument block (args.py) that holds every tensor's
@@ -7,98 +7,230 @@ address, the dims and the typed scalars in the declaration's order. Nothing here
 by a primitive's name: the declaration says what the slots are, and the .mojo file says
 which variants it has (its add_variant lines, read without building).
 
-A raw address carries no dtype, shape or length. A float64 array read as float32 is
-silent garbage and a short array is a read past the end of a buffer (or a crashed
-interpreter), so every array is checked here, in Python, before its address is taken:
-bind() runs the declaration's input validation (dtype, dimensions, matching shapes,
-non-empty, C-contiguous, finite), allocates the outputs itself, and args.pack checks
-each array once more (aligned, C-contiguous, exact dtype and shape) before it writes any
-address into the block. The block is packed once, at bind time: a timed call is only
-the call into Mojo with one cached int.
+The op layer (MojoOps, harness/backends/ops.py): a Buffer's storage is a 64-byte-aligned,
+C-contiguous numpy array that the kernels read and write in place. `call` checks a call
+once, before any address is taken: the buffers against the declaration (Ops._checked:
+names, backend, dtype, shape) and each array once more in args.pack (aligned,
+C-contiguous, exact dtype and shape, writable where written). It returns a MojoCall that
+holds the packed block and the arrays it points into, so a run is only the call into
+Mojo with one cached int; set_scalars rewrites single scalar slots of that block.
 
-A compile error in one module makes prepare() raise a one-line error (file:line: error)
-for the primitives of that file only; the runner records it and every other backend and
-primitive still runs.
+Bind/run (MojoKernel, MojoBound) is OpsBound over MojoOps: bind() runs the declaration's
+input validation (dtype, dimensions, matching shapes, non-empty, C-contiguous, finite,
+labels in range) before anything is uploaded, and a timed call is MojoCall.run.
+
+A raw address carries no dtype, shape or length: a float64 array read as float32 is
+silent garbage and a short array is a read past the end of a buffer (or a crashed
+interpreter). That is why nothing reaches Mojo but arrays this module allocated itself,
+checked twice.
+
+A compile error in one module makes prepare() (and ops().call()) raise a one-line error
+(file:line: error) for the primitives of that file only; the runner records it and every
+other backend and primitive still runs.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ...core import catalogue
-from ...core.declaration import Primitive
+from ...core.declaration import DTYPES, Primitive
 from ...errors import InputError
-from ..base import Availability, Backend, BackendError, Bound, Kernel, poison_array
+from ..base import Availability, Backend, BackendError, Bound, OpsBound, OpsKernel
+from ..ops import Buffer, Call, Ops, _dtype_name, poison_value
 from . import args as block_args
 from . import build
 
 # What new_module (python_entry.mojo) registers in every module besides the kernels.
 SHARED_EXPORTS = ("simd_width", "noop")
+ALIGNMENT = 64                  # bytes: a cache line, and a whole AVX-512 vector
 
 
-class MojoBound(Bound):
-    """One kernel bound to its own tensors and the block that points at them."""
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary (numpy
+    itself only promises 16): every vector load of a row start is then aligned, and no
+    two buffers share a cache line."""
+    dt = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    nbytes = max(int(np.prod(shape, dtype=np.int64)), 1) * dt.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + nbytes].view(dt).reshape(shape)
 
-    def __init__(self, fn, name: str, block: np.ndarray, arrays: dict[str, np.ndarray],
-                 roles: dict[str, str], pristine: dict[str, np.ndarray]):
-        self._fn, self._name = fn, name
+
+# A function that gives the Mojo entry of (primitive, variant) and its kernel name.
+Resolver = Callable[[Primitive, str], "tuple[Callable[[int], None], str]"]
+
+
+class MojoCall(Call):
+    """One (primitive, variant) bound to buffers: the packed block, and the arrays its
+    addresses point into, kept alive here for as long as the call exists."""
+
+    def __init__(self, prim: Primitive, fn, name: str, arrays: dict[str, np.ndarray], dims, scalars: dict):
+        self.prim, self.name = prim, name
+        self._fn = fn
+        self._arrays = arrays                           # alive while the block points at them
+        block = block_args.pack(prim, arrays, dims, scalars)
+        block.flags.writeable = True                    # ours alone: set_scalars rewrites slots
         self._block = block
         self._address = block.ctypes.data
-        self._arrays = arrays            # every tensor whose address is in the block: alive while bound
-        self._pristine = pristine        # inout tensors: the values every call starts from
-        self._out = [arrays[n] for n, role in roles.items() if role == "out"]
-        self._outputs = {n: arrays[n] for n, role in roles.items() if role in ("out", "inout")}
+        self._slots = block_args.scalar_slots(prim)
+        self._scalars = {s.name: s for s in prim.scalars}
+        # The same words as Python buffers, for set_scalars' fast path: writing a Python
+        # number into a memoryview item is ~20x cheaper than the numpy scalar machinery
+        # (it runs every training step, once per optimizer call).
+        self._words = memoryview(block).cast("B").cast("q")
+        self._halves = memoryview(block).cast("B").cast("f")
+        self._fast = {s.name: (self._slots[s.name], s.dtype) for s in prim.scalars}
 
-    def call(self) -> None:
+    def run(self) -> None:
         try:
             self._fn(self._address)
         except Exception as e:           # a slot mismatch found by python_entry's accessors
-            raise BackendError(f"{self._name}: {e}") from None
+            raise BackendError(f"{self.name}: {e}") from None
 
-    def outputs(self) -> dict[str, np.ndarray]:
-        return dict(self._outputs)
-
-    def poison(self) -> None:
-        for a in self._out:
-            poison_array(a)
-
-    def restore(self) -> None:
-        for name, value in self._pristine.items():
-            np.copyto(self._arrays[name], value)
+    def set_scalars(self, **values) -> None:
+        """Rewrite only the named scalar slots (each value checked as at call time)."""
+        for key, value in values.items():
+            fast = self._fast.get(key)
+            if fast is not None:                        # plain Python numbers that need no conversion
+                word, dtype = fast
+                kind = type(value)
+                if kind is int and dtype != "float32" and (
+                        -_I32 <= value < _I32 if dtype == "int32" else -_I64 <= value < _I64):
+                    self._words[word] = value
+                    continue
+                if kind is float and dtype == "float32" and math.isfinite(value) and abs(value) <= _F32_MAX:
+                    self._halves[2 * word] = value      # low half: rounded to float32; the high half stays 0
+                    continue
+            s = self._scalars.get(key)
+            if s is None:
+                valid = ", ".join(self._scalars) or "none"
+                raise InputError(f"{self.prim.name}: unknown scalar {key} (scalars: {valid})")
+            block_args.write_scalar(self.prim, self._block, self._slots[key], s, s.cast(value))
 
     def close(self) -> None:
-        self._fn = None
-        self._arrays, self._pristine, self._outputs, self._out = {}, {}, {}, []
-        self._block = self._address = None
+        """Drop the arrays; the block's addresses would dangle, so a later run is refused."""
+        self._arrays = {}
+        self._fn = _closed
+
+    def scalars(self) -> dict:
+        """The scalar values the next run will see, read back from the block."""
+        decoded = block_args.decode(self._block)
+        first = len(self.prim.tensors) + len(self.prim.dims)
+        return {s.name: decoded[first + i][1] for i, s in enumerate(self.prim.scalars)}
 
 
-class MojoKernel(Kernel):
-    def __init__(self, prim: Primitive, fn, compile_s: float, cached: bool, name: str = ""):
-        self.prim, self.fn, self.name = prim, fn, name or prim.name
+def _closed(address: int) -> None:
+    raise BackendError("this call has been closed (its buffers may be gone)")
+
+
+_I32, _I64 = 1 << 31, 1 << 63
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class MojoOps(Ops):
+    """Tensors as aligned numpy arrays that Mojo kernels write in place (zero-copy)."""
+
+    def __init__(self, resolve: Resolver, name: str = "mojo"):
+        self.name, self._resolve = name, resolve
+
+    # ------------------------------------------------------------------ memory
+    def upload(self, array) -> Buffer:
+        a = np.asarray(array)
+        dtype = _dtype_name(a.dtype)                    # float32 or int64, native byte order
+        storage = aligned_empty(a.shape, DTYPES[dtype])
+        np.copyto(storage, a)
+        return Buffer(self, a.shape, dtype, storage)
+
+    def empty(self, shape, dtype: str = "float32") -> Buffer:
+        if dtype not in DTYPES:
+            raise InputError(f"no tensor of dtype {dtype} can be allocated: float32 or int64 only")
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        return Buffer(self, shape, dtype, aligned_empty(shape, DTYPES[dtype]))
+
+    def download(self, buf: Buffer) -> np.ndarray:
+        """The buffer's own array (zero-copy: it changes when a kernel writes the buffer)."""
+        return self._storage(buf)
+
+    def write(self, buf: Buffer, array) -> None:
+        a = np.asarray(array)
+        if a.dtype != np.dtype(DTYPES[buf.dtype]) or a.shape != buf.shape:
+            raise InputError(f"cannot write a {a.dtype} array of shape {a.shape} into a {buf.dtype} "
+                             f"buffer of shape {buf.shape}")
+        np.copyto(self._storage(buf), a)
+
+    def copy(self, dst: Buffer, src: Buffer) -> None:
+        if dst.shape != src.shape or dst.dtype != src.dtype:
+            raise InputError(f"cannot copy a {src.dtype} buffer of shape {src.shape} into a {dst.dtype} "
+                             f"buffer of shape {dst.shape}")
+        np.copyto(self._storage(dst), self._storage(src))
+
+    def poison(self, buf: Buffer) -> None:
+        self._storage(buf).fill(poison_value(buf.dtype))
+
+    def reshape_storage(self, storage, shape):
+        """What a view (Ops.view) of the buffer sees: the same array reshaped, sharing its
+        memory (a C-contiguous array reshapes without a copy), so a (64, 256) activation
+        is relu's 16384-element x and a kernel writing either writes both."""
+        if storage is None or storage.shape == shape:
+            return storage
+        return storage.reshape(shape)
+
+    def _storage(self, buf: Buffer) -> np.ndarray:
+        if not isinstance(buf, Buffer) or buf.ops is not self:
+            raise InputError(f"{buf!r} is not a buffer of {self.name}")
+        if buf.storage is None:
+            raise InputError(f"{buf!r} has been freed")
+        return buf.storage
+
+    # ------------------------------------------------------------------ calls
+    def call(self, primitive: str, variant: str, buffers: dict[str, Buffer], scalars: dict | None = None) -> MojoCall:
+        prim, dims = self._checked(primitive, buffers)
+        freed = [n for n, b in buffers.items() if b.storage is None]
+        if freed:
+            raise InputError(f"{prim.name}: buffer {freed[0]!r} has been freed")
+        typed = prim.scalar_values(scalars)             # typed; unknown names refused
+        fn, name = self._resolve(prim, variant)         # BackendError: no such variant, compile error
+        arrays = {t.name: buffers[t.name].storage for t in prim.tensors}
+        return MojoCall(prim, fn, name, arrays, dims, typed)   # args.pack checks every array
+
+
+class MojoBound(OpsBound):
+    """OpsBound whose call() is the MojoCall's run itself: one attribute lookup fewer
+    per timed call."""
+
+    def __init__(self, ops, prim, variant, inputs, scalars):
+        super().__init__(ops, prim, variant, inputs, scalars)
+        self.call = self._call.run
+
+
+class MojoKernel(OpsKernel):
+    """A prepared (primitive, variant): its module built (or loaded from the cache)."""
+
+    bound_class = MojoBound
+
+    def __init__(self, ops: MojoOps, primitive: str, variant: str, compile_s: float | None = None,
+                 cached: bool = False, name: str = ""):
+        super().__init__(ops, primitive, variant)
         self.compile_s, self.compile_cached = compile_s, cached
+        self.name = name or f"{self.prim.name}_{variant}"
 
-    def bind(self, inputs: dict[str, np.ndarray], scalars: dict | None = None) -> MojoBound:
-        prim = self.prim
-        dims = prim.validate(inputs)                               # InputError on anything wrong
-        try:
-            scal = prim.scalar_values(scalars)                     # typed; unknown names refused
-        except (OverflowError, TypeError, ValueError) as e:        # e.g. 2**40 for an int32 scalar
-            if isinstance(e, InputError):
-                raise
-            raise InputError(f"{prim.name}: a scalar cannot be passed to Mojo: {e}") from None
-        arrays: dict[str, np.ndarray] = {}
-        pristine: dict[str, np.ndarray] = {}
-        for t in prim.tensors:
-            if t.role == "in":
-                arrays[t.name] = inputs[t.name]                    # read only: a read-only array is fine
-            elif t.role == "inout":
-                pristine[t.name] = np.array(inputs[t.name], dtype=t.np_dtype, order="C", copy=True)
-                arrays[t.name] = pristine[t.name].copy()           # the kernel updates this one
-            else:
-                arrays[t.name] = np.empty(prim.shape_of(t, dims), dtype=t.np_dtype)
-        block = block_args.pack(prim, arrays, dims, scal)          # checks every array, then the addresses
-        return MojoBound(self.fn, self.name, block, arrays, {t.name: t.role for t in prim.tensors}, pristine)
+
+class _FloorBound(Bound):
+    """The module's no-op through the kernels' path, for the empty-call floor."""
+
+    def __init__(self, run):
+        self.call = run
+
+    def call(self) -> None:           # replaced per instance in __init__
+        pass
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        return {}
 
 
 class MojoBackend(Backend):
@@ -113,6 +245,7 @@ class MojoBackend(Backend):
         self._unavailable: build.MojoUnavailable | None = None
         self._modules: dict[str, build.Built] = {}            # by build key
         self._errors: dict[str, build.MojoCompileError] = {}  # by build key: fail once
+        self._ops = MojoOps(self._function)
 
     # ------------------------------------------------------------------ availability
     def toolchain(self) -> build.Toolchain:
@@ -179,11 +312,12 @@ class MojoBackend(Backend):
                 raise
         return self._modules[key]
 
-    def prepare(self, primitive: str, variant: str) -> MojoKernel:
-        prim = catalogue.get(primitive)
+    def _function(self, prim: Primitive, variant: str) -> tuple[Callable[[int], None], str]:
+        """The Mojo entry of (primitive, variant) and its kernel name, its module built or
+        loaded once per process; BackendError for an unknown variant or a compile error."""
         kernels = dict(self.kernels(prim.file_stem).get(prim.name, []))
         if variant not in kernels:
-            raise BackendError(f"mojo has no variant {variant!r} of {primitive}; "
+            raise BackendError(f"mojo has no variant {variant!r} of {prim.name}; "
                                f"valid: {', '.join(kernels) or 'none'}")
         built = self.module(prim.file_stem)
         name = kernels[variant]
@@ -191,8 +325,18 @@ class MojoBackend(Backend):
         if not callable(fn):
             raise BackendError(f"the built {prim.file_stem} module has no function {name!r}, "
                                f"although {prim.file_stem}.mojo registers it")
+        return fn, name
+
+    def ops(self) -> MojoOps | None:
+        """The op layer, or None where Mojo cannot build here (availability says why)."""
+        return self._ops if self.availability().ok else None
+
+    def prepare(self, primitive: str, variant: str) -> MojoKernel:
+        prim = catalogue.get(primitive)
+        _, name = self._function(prim, variant)                # builds or loads the module
+        built = self.module(prim.file_stem)
         # compile_s is the module's: one compile serves all its variants.
-        return MojoKernel(prim, fn, built.seconds, built.cached, name=name)
+        return MojoKernel(self._ops, prim.name, variant, built.seconds, built.cached, name=name)
 
     # ------------------------------------------------------------------ the empty-call floor
     def _any_module(self) -> build.Built:
@@ -203,12 +347,20 @@ class MojoBackend(Backend):
                 return self.module(stem)
         raise BackendError(f"no Mojo source in {self._sources}")
 
-    def floor_bound(self) -> MojoBound:
+    def floor_bound(self) -> Bound:
         """The module's no-op bound to an empty block: the path a kernel call takes
-        (bound.call -> entry -> Args -> GIL released -> unpack), with no work."""
+        (bound.call -> MojoCall.run -> entry -> Args -> GIL released -> unpack), with no work."""
+        noop = self._any_module().module.noop
         block = np.array([block_args.MAGIC, 0], dtype=np.int64)
-        block.flags.writeable = False
-        return MojoBound(self._any_module().module.noop, "noop", block, {}, {}, {})
+        address = block.ctypes.data
+
+        def run() -> None:                                    # MojoCall.run's shape, on the no-op
+            try:
+                noop(address)
+            except Exception as e:
+                raise BackendError(f"noop: {e}") from None
+        run.block = block                                     # alive as long as the bound case
+        return _FloorBound(run)
 
     def measure_floor(self, timing, clock) -> dict | None:
         from ...core.timing import measure
