@@ -354,6 +354,7 @@ def write(doc: dict, out_dir) -> tuple:
     jpath, cpath = out_dir / "train_mlp.json", out_dir / "train_mlp.csv"
     atomic_write_text(jpath, to_json(doc))
     atomic_write_text(cpath, csv_text(doc))
+    atomic_write_text(out_dir / "train_mlp.md", markdown(doc))
     return jpath, cpath
 
 
@@ -418,3 +419,48 @@ def report(doc: dict, console) -> None:
             top = sorted(r["breakdown"].items(), key=lambda kv: -kv[1])[:4]
             console.print(f"  {r['backend']}: where a step goes (each call timed alone, {fmt_time(total)} in all): "
                           + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in top), highlight=False)
+
+
+def markdown(doc: dict) -> str:
+    """train_mlp.md: the run's table as markdown, written beside train_mlp.json (the README
+    quotes it verbatim; a test checks the quote matches)."""
+    from .output.report import fmt_time, fmt_x
+    cfg, env, ref = doc["config"], doc["env"], doc["reference"]
+    lines = [f"Machine: **{env.get('machine')}** — {env.get('cpu_model')}, {env.get('cpu_cores')} cores"
+             + (f", {env['gpu']}" if env.get("gpu") else "")
+             + f"; {env.get('time_utc', '')[:10]}, commit {env.get('git_commit')}.", "",
+             f"MLP {cfg['inputs']} → {cfg['hidden']} → {cfg['classes']} (relu), cross-entropy, AdamW "
+             f"(lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}), batch {cfg['batch']}, {cfg['steps']} steps "
+             f"on the digits training set (1,438 images); test set 359 images. Step time: median (IQR) after "
+             f"{AGREE_STEPS} lockstep steps and {WARMUP_STEPS} of warm-up. Agreement: the worst step of 1-{AGREE_STEPS} "
+             f"as % of the tolerance {LOSS_RTOL:g} (1 + |loss|); gradients: the worst tensor at step 1.", "",
+             "| backend | step | IQR | samples/s | × Python | × NumPy | train loss | test accuracy | agreement | gradients |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| float64 reference | — | — | — | — | — | {ref['train_loss']:.4f} | {100 * ref['test_accuracy']:.1f} % | — | — |"]
+    for r in doc["runs"]:
+        st = r["step_time"]
+        if r["status"] != "pass":
+            lines.append(f"| {r['backend']} | {r['status']}: {r['reason']} | | | | | | | | |")
+            continue
+        grads = max(g["tol_used_pct"] for g in r["gradients"].values()) if r["gradients"] else None
+        name = r["backend"] + (f" ({r['steps']} steps)" if r["steps"] < cfg["steps"] else "")
+        lines.append(f"| {name} | {fmt_time(st['median_s']) if st else '—'} | "
+                     f"{fmt_time(st['p75_s'] - st['p25_s']) if st else '—'} | "
+                     f"{r['samples_per_s']:,.0f} | {fmt_x(r['speedup_vs_python'])} | {fmt_x(r['speedup_vs_numpy'])} | "
+                     f"{r['train_loss']:.4f} | {100 * r['test_accuracy']:.1f} % | "
+                     f"{r['agreement']['tol_used_pct']:.2g} % | {grads:.2g} % |")
+    lines.append("")
+    for r in doc["runs"]:
+        if r["status"] == "pass" and r["breakdown"]:
+            total = sum(r["breakdown"].values())
+            by_prim: dict[str, float] = {}
+            for call, s in r["breakdown"].items():
+                p = mlp.PRIMITIVE[call]
+                by_prim[p] = by_prim.get(p, 0.0) + s
+            top = sorted(by_prim.items(), key=lambda kv: -kv[1])
+            lines.append(f"- **{r['backend']}**, where a step goes by primitive (each call timed alone, "
+                         f"{fmt_time(total)} in all): " + ", ".join(f"{p} {100 * s / total:.0f} %" for p, s in top))
+    if doc.get("python_steps") and doc["python_steps"] < cfg["steps"]:
+        lines.append(f"- Pure Python ran the same model for {doc['python_steps']} steps only: its loss and accuracy "
+                     f"are those after {doc['python_steps']} steps.")
+    return "\n".join(lines) + "\n"
