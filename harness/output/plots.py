@@ -195,7 +195,9 @@ def throughput_chart(doc, prim, out_dir) -> list[Path]:
 
 
 def roofline_chart(doc, out_dir) -> list[Path]:
-    rows = [r for r in doc["results"] if r["phase"] == "timed" and r["status"] == "pass" and r["median_s"]]
+    # A primitive with no arithmetic (add_backward: two copies) has no place on a roofline.
+    rows = [r for r in doc["results"] if r["phase"] == "timed" and r["status"] == "pass" and r["median_s"]
+            and r.get("flops")]
     if not rows:
         return []
     best = {}
@@ -218,7 +220,8 @@ def roofline_chart(doc, out_dir) -> list[Path]:
     # Shape says which primitive, colour which backend: two small legends instead of a
     # cloud of overlapping labels.
     prims_in_doc = list(dict.fromkeys(r["primitive"] for r in rows))
-    markers = {p: m for p, m in zip(prims_in_doc, "osD^vP*Xhd<>")}
+    shapes = "osD^vP*Xhd<>p8H"
+    markers = {p: shapes[i % len(shapes)] for i, p in enumerate(prims_in_doc)}
     for (prim, backend), r in best.items():
         ax.scatter(r["flops"] / r["bytes"], r["gflops"], color=color(backend), marker=markers.get(prim, "o"),
                    s=55, edgecolor="black", lw=0.4, zorder=3)
