@@ -3,6 +3,7 @@
 #   make test       set up .venv (first time), then run the test suite
 #   make quick      the same comparison on a short ladder (under a minute)
 #   make train      train the MLP with every backend -> results/<machine>/train_mlp.json + charts
+#   make report     the static site of every committed result -> results/report/index.html
 #   make build      compile every CUDA kernel (NVRTC, sm_90 and sm_80) and every Mojo module
 #   make gpu-check  on a GPU machine, with its own python3 and NOTHING installed: GPU tests,
 #                   then a full CUDA + peers run; results go to $(GPU_OUT)
@@ -14,7 +15,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 GPU_OUT ?= $(if $(OUT),$(OUT)/results,)
 
-.PHONY: bench test quick train build gpu-check calibrate clean
+.PHONY: bench test quick train report build gpu-check calibrate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ quick: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m harness train mlp
+
+report: $(STAMP)
+	$(PY) -m harness report
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,4 +1,4 @@
-"""python -m harness  list | doctor | run | train | show | plot | build | calibrate
+"""python -m harness  list | doctor | run | train | show | report | compare | plot | build | calibrate
 
 Exit status: 0 = everything that ran verified; 1 = some result was wrong (or crashed);
 2 = bad usage (unknown primitive/backend, bad size, unwritable directory), always
@@ -145,7 +145,30 @@ def cmd_doctor(args) -> int:
 
 def cmd_show(args) -> int:
     from .output.show import show
-    show(args.primitive, console, results_path=args.results)
+    if args.variant and args.step:
+        raise UsageError("give --variant or --step, not both")
+    show(args.primitive, console, results_path=args.results, variant=args.variant, step=args.step)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import site
+    folders = [Path(f) for f in args.folders] if args.folders else site.default_folders()
+    out = writable_dir(Path(args.out) if args.out else REPO / "results" / "report")
+    t0 = time.perf_counter()
+    pages = site.build(folders, out)
+    console.print(f"wrote {len(pages)} pages from {len(folders)} results folders to {_rel(out)} in "
+                  f"{time.perf_counter() - t0:.1f} s; open {_rel(out / 'index.html')}", highlight=False)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .core import results
+    from .output import compare
+    a, b = results.load(args.a), results.load(args.b)
+    compare.comparable(a, b, args.a, args.b)
+    for t in compare.tables(a, b, args.a, args.b):
+        console.print(t)
     return 0
 
 
@@ -205,8 +228,7 @@ def cmd_train(args) -> int:
     jpath, cpath = tr.write(doc, out)
     tr.report(doc, console)
     if not args.no_charts:
-        phases = __import__("harness.models.mlp", fromlist=["PHASE"]).PHASE
-        paths = train_charts.all_charts(doc, out / "charts", phases)
+        paths = train_charts.all_charts(doc, out / "charts", mlp.PHASE)
         console.print(f"charts: {len(paths)} files in {_rel(out / 'charts')}", highlight=False)
     console.print(f"wrote {_rel(jpath)} and {_rel(cpath)}", highlight=False)
     return tr.exit_status(doc)
@@ -280,7 +302,8 @@ def cmd_run(args) -> int:
                                 baselines=runner.baselines)
     jpath, cpath = results.write(out, doc)
     results.atomic_write_text(out / "summary.md", markdown_summary(doc))
-    report.print_report(rows, env, runner.peaks, console, floors=runner.floors, baselines=runner.baselines)
+    report.print_report(rows, env, runner.peaks, console, floors=runner.floors, baselines=runner.baselines,
+                        wide=args.wide or None)
     if not args.no_charts:
         paths = plots.all_charts(doc, out / "charts")
         console.print(f"charts: {len(paths)} files in {_rel(out / 'charts')}", highlight=False)
@@ -312,11 +335,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--machine", metavar="NAME", help="machine name for the results folder and charts")
     r.add_argument("--no-checks", action="store_true", help="skip the odd-size/adversarial correctness checks")
     r.add_argument("--no-charts", action="store_true", help="do not draw charts")
+    r.add_argument("--wide", action="store_true", help="every column (IQR, errors, % of tolerance) at any width")
     r.set_defaults(fn=cmd_run)
     s = sub.add_parser("show", help="one primitive's implementations side by side")
     s.add_argument("primitive")
     s.add_argument("--results", metavar="RESULTS.json", help="also show each variant's results from this file")
+    s.add_argument("--variant", metavar="NAME", help="only this variant, in each language that has it")
+    s.add_argument("--step", metavar="IDEA", help="one step of the ladder (e.g. online): its variant in each language")
     s.set_defaults(fn=cmd_show)
+    rp = sub.add_parser("report", help="a static site of the results: languages side by side, with their results")
+    rp.add_argument("folders", nargs="*", metavar="RESULTS_DIR", help="results folders (default: every results/*/)")
+    rp.add_argument("--out", metavar="DIR", help="output folder (default: results/report/)")
+    rp.set_defaults(fn=cmd_report)
+    cp = sub.add_parser("compare", help="two runs side by side, case by case")
+    cp.add_argument("a", metavar="A.json")
+    cp.add_argument("b", metavar="B.json")
+    cp.set_defaults(fn=cmd_compare)
     pl = sub.add_parser("plot", help="draw the charts again from a results.json")
     pl.add_argument("results", metavar="RESULTS.json")
     pl.add_argument("--out", metavar="DIR", help="chart folder (default: charts/ beside the file)")

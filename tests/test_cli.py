@@ -1,10 +1,14 @@
 """The command line: verbs, files written, exit codes 0/1/2, one-line errors."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
 
 
 def _run(capsys, *argv):
@@ -29,6 +33,14 @@ def test_list_and_doctor(capsys):
     (["explode"], "invalid choice: 'explode'"),
     (["show", "conv"], "unknown primitive 'conv'"),
     (["plot", "missing.json"], "no such results file"),
+    (["show", "softmax", "--variant", "nope"], "softmax has no variant 'nope' in any language; valid: python: three_pass"),
+    (["show", "softmax", "--step", "nope"], "softmax has no step 'nope'; valid: naive, online, one_read"),
+    (["show", "softmax", "--step", "online", "--variant", "fused"], "give --variant or --step, not both"),
+    (["compare", "missing.json", str(RESULTS / "intel-xeon-2core" / "results.json")], "no such results file"),
+    (["compare", str(RESULTS / "amd-epyc-2core" / "results.json"), str(RESULTS / "intel-xeon-2core" / "results.json")],
+     "is results schema v1 and"),
+    (["report", "no-such-folder"], "not a results folder: no-such-folder"),
+    (["report", str(ROOT / "harness")], "harness has no results.json"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(capsys, argv, msg):
     code, out, err = _run(capsys, *argv)
@@ -65,7 +77,7 @@ def test_run_writes_results_csv_and_charts_and_exits_0(capsys, tmp_path):
     charts = {p.name for p in (tmp_path / "charts").iterdir()}
     for stem in ("speedup_add", "throughput_add", "speedup_matmul", "throughput_matmul", "roofline"):
         assert f"{stem}.png" in charts and f"{stem}.svg" in charts
-    assert "vs python" in out and "matmul" in out
+    assert "×py" in out and "×np" in out and "matmul" in out
     assert doc["schema_version"] == 2 and doc["floors"]["numpy"]["median_s"] > 0
     assert all(r["outputs"] for r in timed)
 
@@ -124,3 +136,39 @@ def test_doctor_survives_a_probe_that_raises(capsys, register):
     register(probecrash="tests.fakes:ProbeCrashBackend")
     code, out, _ = _run(capsys, "doctor")
     assert code == 0 and "availability check failed" in " ".join(out.split())
+
+
+def test_show_one_variant_in_each_language_that_has_it(capsys):
+    code, out, _ = _run(capsys, "show", "matmul", "--variant", "naive")
+    assert code == 0
+    assert "CUDA · naive" in out and "Mojo · naive" in out and "matmul_naive" in out
+    assert "No Python variant for variant naive" in " ".join(out.split())
+
+
+def test_show_one_step_of_the_ladder(capsys):
+    code, out, _ = _run(capsys, "show", "softmax", "--step", "online")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "Python · online" in flat and "CUDA · warp_online" in flat and "Mojo · online_simd" in flat
+    assert "def softmax_online" in out and "softmax_warp_online" in out and "def softmax_online_simd" in out
+    assert "def softmax_three_pass" not in out          # one step, not the whole file
+
+
+def test_compare_two_runs(capsys, tmp_path):
+    a = RESULTS / "intel-xeon-2core" / "results.json"
+    doc = json.loads(a.read_text())
+    doc["env"]["machine"] = "other-box"
+    doc["env"]["cpu_cores"] = 4
+    for r in doc["results"]:
+        if r.get("median_s"):
+            r["median_s"] /= 2
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(doc))
+    code, out, err = _run(capsys, "compare", str(a), str(b))
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "cpu_cores" in flat and "other-box" in flat and " 2 " in flat        # ratio 2: B twice as fast
+    doc["results"] = [r for r in doc["results"] if r["primitive"] == "nothing"]
+    b.write_text(json.dumps(doc))
+    code, _, err = _run(capsys, "compare", str(a), str(b))
+    assert code == 2 and "share no case" in err and len(err.strip().splitlines()) == 1

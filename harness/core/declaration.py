@@ -125,6 +125,23 @@ class Backward:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One idea of the variant ladder that several languages share (the online softmax, a
+    vectorised loop, tiles in fast memory), and the variant that takes it in each. The
+    report and `show --step` put those variants side by side; variants in no step are
+    shown in their own ladder order."""
+    idea: str                                      # short and stable: an anchor and a CLI name
+    what: str                                      # one line: what the step changes
+    python: str | None = None
+    cuda: str | None = None
+    mojo: str | None = None
+
+    def variants(self) -> dict[str, str]:
+        """{language backend: variant} for the languages that take this step."""
+        return {b: v for b, v in (("python", self.python), ("cuda", self.cuda), ("mojo", self.mojo)) if v}
+
+
+@dataclass(frozen=True)
 class Scalar:
     name: str
     dtype: str                                     # "int32", "int64" or "float32"
@@ -200,6 +217,7 @@ class Primitive:
     forward: str | None = None                     # a backward primitive names its forward ...
     backward_of: Backward | None = None            # ... and says how its tensors map onto it
     order: int = 100                               # position in tables and menus
+    steps: tuple[Step, ...] = ()                   # the ladder's shared ideas, naive first
 
     def __repr__(self) -> str:
         return f"Primitive({self.name!r})"
@@ -233,6 +251,9 @@ class Primitive:
             raise ValueError(f"{self.name}: no output")
         if not set(self.stress).isdisjoint(self.distributions):
             raise ValueError(f"{self.name}: a distribution is both regular and stress")
+        ideas = [st.idea for st in self.steps]
+        if len(set(ideas)) != len(ideas):
+            raise ValueError(f"{self.name}: a step idea is named twice: {ideas}")
         if (self.forward is None) != (self.backward_of is None):
             raise ValueError(f"{self.name}: a backward primitive needs both forward= and backward_of=")
         if self.backward_of is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -51,65 +52,122 @@ def peak_text(pk: dict) -> str:
     return "; ".join(parts)
 
 
+# Marks and statuses as one symbol each, explained once under every table.
+STATUS_MARK = {"pass": ("✓", "green"), "fail": ("✗", "bold red"), "error": ("!", "bold red"), "skip": ("–", "yellow")}
+FLAG_MARK = {"cache-assisted": "ᶜ", "overhead-bound": "ᵒ"}
+WIDE_AT = 120          # columns from which the table shows IQR, end-to-end time, errors and % of tolerance
+
+
+def _marks(r: dict) -> str:
+    return "".join("⚠" if "error" in f else FLAG_MARK.get(f, "") for f in r.get("flags") or [])
+
+
+def legend(rows: list[dict]) -> str:
+    seen = {f for r in rows for f in r.get("flags") or []}
+    parts = ["✓ verified", "✗ wrong", "! crashed"]
+    if "cache-assisted" in seen:
+        parts.append("ᶜ cache-assisted (the working set fits in a few x the last-level cache)")
+    if "overhead-bound" in seen:
+        parts.append("ᵒ overhead-bound (within 2x of the empty-call floor: it measures the call more than the kernel)")
+    if any("error" in f for f in seen):
+        parts.append("⚠ above a physical or measured bound: a measurement error")
+    return "[dim]" + escape("; ".join(parts)) + "[/]"
+
+
 def primitive_table(prim_name: str, rows: list[dict], machine: str = "",
-                    baselines: set[str] = frozenset()) -> tuple[Table, list[str]]:
+                    baselines: set[str] = frozenset(), width: int = 80,
+                    wide: bool | None = None) -> tuple[Table, list[str]]:
+    """The timed rows of one primitive, grouped by size. The first columns are what a reader
+    needs first (variant, median, throughput, % of peak, x Python, x NumPy, status) and fit
+    80 columns; from WIDE_AT columns (or with wide=True) IQR, end-to-end time, max error and
+    % of tolerance join them. Compile times and reasons are notes under the table, once per
+    variant, not repeated in every row."""
     prim = catalogue.PRIMITIVES[prim_name]
+    wide = width >= WIDE_AT if wide is None else wide
     timed = [r for r in rows if r["primitive"] == prim_name and r["phase"] == "timed"]
     shown = [r for r in timed if r["status"] != "skip"]
     border = _order(timed, "backend")
     shown.sort(key=lambda r: (r["size"] or 0, border[r["backend"]]))
-    has_e2e = any(r.get("e2e_median_s") for r in shown)
-    has_compile = any(r.get("compile_s") is not None for r in shown)
+    has_e2e = wide and any(r.get("e2e_median_s") for r in shown)
     unit = "GFLOP/s" if prim.bound == "compute" else "GB/s"
     checks = [r for r in rows if r["primitive"] == prim_name and r["phase"] == "check"]
     if not shown:
         return None, skip_notes([r for r in timed if r["status"] == "skip"]) + check_notes(checks, baselines)
+    pct_label = "% BLAS" if prim.bound == "compute" else "% BW"       # of this machine's, measured
     t = Table(title=f"{prim_name} — {prim.summary}", title_justify="left", caption_justify="left",
-              caption=(f"{machine}  ·  median (IQR) after warm-up; {unit} of minimum traffic; % copy BW: of the "
-                       f"measured all-core copy bandwidth" if prim.bound == "memory" else
-                       f"{machine}  ·  median (IQR) after warm-up; % BLAS: of this machine's measured NumPy "
-                       f"matmul"),
-              show_lines=False, pad_edge=False)
-    for col, just in (("size", "right"), ("backend", "left"), ("variant", "left"), ("median", "right"),
-                      ("IQR", "right")):
-        t.add_column(col, justify=just)
+              caption=(f"{machine} · median after warm-up · {unit} of minimum traffic · {pct_label}: of this "
+                       + ("machine's measured NumPy matmul" if prim.bound == "compute" else
+                          "machine's measured all-core copy bandwidth")),
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    t.add_column("size", no_wrap=True)
+    t.add_column("variant", no_wrap=True)
+    t.add_column("median", justify="right", no_wrap=True)
+    if wide:
+        t.add_column("IQR", justify="right", no_wrap=True)
     if has_e2e:
-        t.add_column("end-to-end", justify="right")
-    if has_compile:
-        t.add_column("compile", justify="right")
-    pct_label = "% BLAS" if prim.bound == "compute" else "% copy BW"       # of this machine's, measured
-    for col in (unit, pct_label, "vs python", "vs numpy", "max err", "% tol", "status"):
-        t.add_column(col, justify="right" if col != "status" else "left")
+        t.add_column("end-to-end", justify="right", no_wrap=True)
+    for col in (unit, pct_label, "×py", "×np"):
+        t.add_column(col, justify="right", no_wrap=True)
+    if wide:
+        t.add_column("max err", justify="right", no_wrap=True)
+        t.add_column("% tol", justify="right", no_wrap=True)
+    t.add_column("", no_wrap=True)
     last_size = None
     for r in shown:
-        if last_size is not None and r["size"] != last_size:
+        first = r["size"] != last_size
+        if last_size is not None and first:
             t.add_section()
         last_size = r["size"]
         thr = r["gflops"] if prim.bound == "compute" else r["gbps"]
-        iqr = (r["p75_s"] - r["p25_s"]) if r["median_s"] is not None else None
-        status = Text(r["status"], style=STATUS_STYLE[r["status"]])
-        if r["status"] != "pass" and r.get("reason"):
-            status.append(f" {r['reason'][:60]}", style="dim")
-        for flag in r.get("flags") or []:
-            status.append(f" ⚠ {flag}" if "error" in flag else f" ({flag})",
-                          style="bold red" if "error" in flag else "dim")
-        cells = [r["shape"], r["backend"], r["variant"], fmt_time(r["median_s"]),
-                 fmt_time(iqr) if iqr is not None else "—"]
+        mark, style = STATUS_MARK[r["status"]]
+        name = r["backend"] if r["variant"] in ("", r["backend"]) else f"{r['backend']}/{r['variant']}"
+        cells = [_short_shape(r["shape"]) if first else "", escape(name), fmt_time(r["median_s"])]
+        if wide:
+            iqr = (r["p75_s"] - r["p25_s"]) if r["median_s"] is not None else None
+            cells.append(fmt_time(iqr) if iqr is not None else "—")
         if has_e2e:
             cells.append(fmt_time(r.get("e2e_median_s")))
-        if has_compile:
-            cells.append(fmt_time(r.get("compile_s")) + (" (cache)" if r.get("compile_cached") else "")
-                         if r.get("compile_s") is not None else "—")
-        cells += [fmt_num(thr, 4), fmt_num(r.get("pct_of_peak"), 3) + ("%" if r.get("pct_of_peak") is not None else ""),
-                  fmt_x(r.get("speedup_vs_python")), fmt_x(r.get("speedup_vs_numpy")),
-                  fmt_num(r.get("max_abs_err"), 2), fmt_num(r.get("tol_used_pct"), 2), status]
+        cells += [fmt_num(thr, 3) + _marks(r),
+                  fmt_num(r.get("pct_of_peak"), 2) + ("%" if r.get("pct_of_peak") is not None else ""),
+                  fmt_x(r.get("speedup_vs_python")), fmt_x(r.get("speedup_vs_numpy"))]
+        if wide:
+            cells += [fmt_num(r.get("max_abs_err"), 2), fmt_num(r.get("tol_used_pct"), 2)]
+        cells.append(Text(mark, style=style))
         t.add_row(*cells)
-    notes = skip_notes([r for r in timed if r["status"] == "skip"])
+    notes = [legend(shown)]
+    notes += [f"[bold red]{r['status']}[/] {escape(r['backend'])}/{escape(r['variant'])} at {escape(r['shape'] or '')}: "
+              f"{escape(r.get('reason') or '')}" for r in shown if r["status"] in ("fail", "error")]
+    notes += compile_notes(shown)
+    notes += skip_notes([r for r in timed if r["status"] == "skip"])
     notes += check_notes(checks, baselines)
-    if any(r.get("flags") and "overhead-bound" in r["flags"] for r in shown):
-        notes.append("[dim](overhead-bound): the median is within 2x of the backend's empty-call floor, "
-                     "so it measures the call more than the kernel[/]")
     return t, notes
+
+
+def _short_shape(shape: str | None) -> str:
+    """A size label that fits the column: 16777216 -> 16M, 2048x2048x2048 -> 2048³."""
+    if shape and shape.isdigit() and int(shape) >= 1 << 20 and int(shape) % (1 << 20) == 0:
+        return f"{int(shape) >> 20}M"
+    parts = (shape or "").split("x")
+    if len(parts) == 3 and len(set(parts)) == 1:
+        return f"{parts[0]}³"
+    return shape or ""
+
+
+def compile_notes(shown: list[dict]) -> list[str]:
+    """Compile time once per backend: each variant's first figure, or one figure when every
+    variant came out of the same build (a Mojo module, say)."""
+    by_backend: dict[str, dict[str, str]] = defaultdict(dict)
+    for r in shown:
+        if r.get("compile_s") is None or r["variant"] in by_backend[r["backend"]]:
+            continue
+        by_backend[r["backend"]][r["variant"]] = fmt_time(r["compile_s"]) + (" (cached)" if r.get("compile_cached") else "")
+    notes = []
+    for b, per in by_backend.items():
+        if len(set(per.values())) == 1:
+            notes.append(f"[dim]compile[/] {escape(b)}: {escape(next(iter(per.values())))}, one build for every variant")
+        else:
+            notes.append(f"[dim]compile[/] {escape(b)}: " + escape(", ".join(f"{v} {t}" for v, t in per.items())))
+    return notes
 
 
 def skip_notes(skips: list[dict]) -> list[str]:
@@ -208,11 +266,11 @@ def fmt_pct(v) -> str:
 
 
 def print_report(rows: list[dict], env: dict, peaks: dict, console: Console | None = None,
-                 floors: dict | None = None, baselines: set[str] = frozenset()) -> None:
+                 floors: dict | None = None, baselines: set[str] = frozenset(), wide: bool | None = None) -> None:
     console = console or Console()
     machine = env.get("machine", "")
     for p in _order(rows, "primitive"):
-        table, notes = primitive_table(p, rows, machine, baselines)
+        table, notes = primitive_table(p, rows, machine, baselines, width=console.width, wide=wide)
         console.print()
         if table is None:
             console.print(f"[bold]{p}[/]: nothing timed", highlight=False)

@@ -20,7 +20,7 @@ at all, so those mutants are judged on vectors that also hold ordinary values.
 """
 import numpy as np
 
-from ..core.declaration import F32_EPS, Mutant, Primitive, Scalar, Tensor, Tolerance
+from ..core.declaration import F32_EPS, Mutant, Primitive, Scalar, Step, Tensor, Tolerance
 from . import _common as c
 
 F32 = np.float32
@@ -117,6 +117,8 @@ def second_moment_init(shape, rng, dims):
 
 
 ADAMW = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="adamw", summary="one AdamW step in place on params, m, v (PyTorch's semantics)", order=90,
     dims=("n",),
     tensors=(Tensor("params", ("n",), role="inout", error_scale=params_error_scale,

@@ -2,7 +2,7 @@
 passes its gradient to both branches unchanged)."""
 import numpy as np
 
-from ..core.declaration import F32_EPS, Backward, Mutant, Primitive, Tensor, Tolerance
+from ..core.declaration import Backward, F32_EPS, Mutant, Primitive, Step, Tensor, Tolerance
 from . import _common as c
 
 
@@ -15,6 +15,8 @@ def numpy_add(a, b):
 
 
 ADD = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="add", summary="elementwise a + b", order=10,
     dims=("n",),
     tensors=(Tensor("a", ("n",)), Tensor("b", ("n",)),
@@ -45,6 +47,8 @@ def numpy_add_backward(dout):
 EXACT = Tolerance(atol=0.0, rtol=0.0)
 
 ADD_BACKWARD = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="add_backward", summary="gradients of a + b: da = db = dout", order=11,
     stem="add", forward="add",
     backward_of=Backward(upstream={"dout": "out"}, grads={"da": "a", "db": "b"}),

@@ -7,7 +7,7 @@ reduction across rows, two lessons a fused matmul epilogue would hide.
 """
 import numpy as np
 
-from ..core.declaration import F32_EPS, Backward, Mutant, Primitive, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, F32_EPS, Mutant, Primitive, Step, Tensor, Tolerance, sum_rtol
 from . import _common as c
 
 F32 = np.float32
@@ -28,6 +28,8 @@ def drop_last_column(x, b):
 
 
 BIAS_ADD = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="bias_add", summary="y = x + b, b broadcast over the rows", order=70,
     dims=("rows", "cols"),
     tensors=(Tensor("x", ("rows", "cols")), Tensor("b", ("cols",)),
@@ -63,6 +65,7 @@ def naive_bias_add_backward(dy):
 
 
 BIAS_ADD_BACKWARD = Primitive(
+    steps=(Step("naive", "one column sum per loop (a thread per column on a GPU)", python="loop", cuda="naive", mojo="scalar"),),
     name="bias_add_backward", summary="gradient of the bias: db = column sums of dy", order=71,
     stem="bias_add", forward="bias_add",
     backward_of=Backward(upstream={"dy": "y"}, grads={"db": "b"}),

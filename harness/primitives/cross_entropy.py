@@ -16,7 +16,7 @@ but not held to them. Nothing may overflow: exp only ever sees x - m <= 0.
 """
 import numpy as np
 
-from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, Mutant, Primitive, Step, Tensor, Tolerance, sum_rtol
 from . import _common as c
 from .softmax import sequential_sum
 
@@ -92,6 +92,8 @@ CE_DIMS = ("batch", "classes")
 CE_CHECKS = ((1, 1), (1, 127), (3, 129), (33, 10), (127, 33), (17, 1000), (2, 4097))
 
 CROSS_ENTROPY = Primitive(
+    steps=(Step("naive", "per row: the max, the sum of exponentials, the loss", python="two_pass", cuda="row_per_thread", mojo="scalar"),
+           Step("online", "the max and the sum in one pass, as in the online softmax", python="online", cuda="warp_online"),),
     name="cross_entropy", summary="softmax + negative log-likelihood: per-row losses and their mean", order=80,
     dims=CE_DIMS,
     tensors=(Tensor("logits", ("batch", "classes")),
@@ -160,6 +162,7 @@ def no_onehot(logits, labels):
 
 
 CROSS_ENTROPY_BACKWARD = Primitive(
+    steps=(Step("naive", "per row: the max, the sum, then (softmax - onehot) / batch", python="loop", cuda="row_per_thread", mojo="scalar"),),
     name="cross_entropy_backward", summary="gradient of the mean loss: (softmax - onehot) / batch", order=81,
     stem="cross_entropy", forward="cross_entropy",
     backward_of=Backward(saved={"logits": "logits", "labels": "labels"}, grads={"dlogits": "logits"},

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance
+from ..core.declaration import Backward, Mutant, Primitive, Step, Tensor, Tolerance
 from . import _common as c
 
 F32 = np.float32
@@ -53,6 +53,8 @@ def sigmoid_gelu(x):
 
 
 GELU = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="gelu", summary="elementwise GELU, tanh approximation (GPT-2)", order=30,
     dims=("n",),
     tensors=(Tensor("x", ("n",)),
@@ -124,6 +126,8 @@ def upstream(shape, rng, dims):
 
 
 GELU_BACKWARD = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="gelu_backward", summary="gradient of GELU (tanh form)", order=31,
     stem="gelu", forward="gelu",
     backward_of=Backward(saved={"x": "x"}, upstream={"dy": "y"}, grads={"dx": "x"}),

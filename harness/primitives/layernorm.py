@@ -22,7 +22,7 @@ lemma), and pass.
 """
 import numpy as np
 
-from ..core.declaration import Backward, Mutant, Primitive, Scalar, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, Mutant, Primitive, Scalar, Step, Tensor, Tolerance, sum_rtol
 from . import _common as c
 from .softmax import sequential_sum
 
@@ -93,6 +93,8 @@ def several_columns(d):
 
 
 LAYERNORM = Primitive(
+    steps=(Step("naive", "two passes for the statistics (mean, then variance), one to write", python="two_pass", cuda="row_per_thread", mojo="scalar"),
+           Step("welford", "mean and variance in one pass (Welford), merged across lanes", python="welford", cuda="warp_welford", mojo="fused"),),
     name="layernorm", summary="row-wise layer normalisation with gamma, beta and eps", order=50,
     dims=("rows", "cols"),
     tensors=(Tensor("x", ("rows", "cols")),
@@ -210,6 +212,8 @@ def upstream(shape, rng, dims):
 
 
 LAYERNORM_BACKWARD = Primitive(
+    steps=(Step("naive", "each gradient recomputed from its formula, row by row", python="recompute", cuda="row_per_thread", mojo="scalar"),
+           Step("fused", "dx, dgamma and dbeta in one sweep over the rows", python="one_sweep", cuda="fused", mojo="fused"),),
     name="layernorm_backward", summary="gradients of layernorm: dx, dgamma, dbeta (statistics recomputed)",
     order=51, stem="layernorm", forward="layernorm",
     backward_of=Backward(saved={"x": "x", "gamma": "gamma"}, upstream={"dy": "y"},

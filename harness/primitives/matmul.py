@@ -12,7 +12,7 @@ misses by ~1/rtol.
 """
 import numpy as np
 
-from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, Mutant, Primitive, Step, Tensor, Tolerance, sum_rtol
 from . import _common as c
 
 F32 = np.float32
@@ -74,6 +74,10 @@ def tf32_extra_dims():
 
 
 MATMUL = Primitive(
+    steps=(Step("naive", "the textbook triple loop: one dot product per output", python="ijk", cuda="naive", mojo="naive"),
+           Step("reordered", "the loops reordered so that consecutive steps touch consecutive addresses", python="ikj", cuda="coalesced", mojo="reordered"),
+           Step("vectorized", "wide loads and SIMD arithmetic", cuda="vectorized", mojo="vectorized"),
+           Step("register_tiles", "a tile of C held in registers, fed by tiles of A and B from fast memory", cuda="blocktile_2d", mojo="tiled"),),
     name="matmul", summary="C = A @ B, A (M, K), B (K, N)", order=60,
     dims=("M", "K", "N"),
     tensors=(Tensor("A", ("M", "K")), Tensor("B", ("K", "N")),
@@ -148,6 +152,8 @@ def tf32_backward_extra_dims():
 
 
 MATMUL_BACKWARD = Primitive(
+    steps=(Step("naive", "dA = dC·Bᵀ and dB = Aᵀ·dC as triple loops", python="naive", cuda="naive", mojo="naive"),
+           Step("reuse_forward", "the forward's fast kernels, fed transposed operands", python="reuse", cuda="via_transpose", mojo="tiled"),),
     name="matmul_backward", summary="gradients of C = A @ B: dA = dC @ B^T, dB = A^T @ dC", order=61,
     stem="matmul", forward="matmul",
     backward_of=Backward(saved={"A": "A", "B": "B"}, upstream={"dC": "C"}, grads={"dA": "A", "dB": "B"}),

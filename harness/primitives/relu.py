@@ -3,7 +3,7 @@ selects one of its inputs, and the mask keeps or zeroes dy. At x = 0 exactly rel
 derivative; PyTorch and this project use 0 there."""
 import numpy as np
 
-from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance
+from ..core.declaration import Backward, Mutant, Primitive, Step, Tensor, Tolerance
 from . import _common as c
 
 F32 = np.float32
@@ -23,6 +23,8 @@ def leaky_small_negatives(x):
 
 
 RELU = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="relu", summary="elementwise max(x, 0)", order=20,
     dims=("n",),
     tensors=(Tensor("x", ("n",)),
@@ -52,6 +54,8 @@ def upstream(shape, rng, dims):
 
 
 RELU_BACKWARD = Primitive(
+    steps=(Step("naive", "one element per step of a loop (a thread per element on a GPU)", python="loop", cuda="naive", mojo="scalar"),
+           Step("vectorized", "several elements per instruction: float4 loads on a GPU, SIMD lanes on a CPU", cuda="vec4", mojo="simd"),),
     name="relu_backward", summary="gradient of relu: dx = dy * [x > 0]", order=21,
     stem="relu", forward="relu",
     backward_of=Backward(saved={"x": "x"}, upstream={"dy": "y"}, grads={"dx": "x"}),

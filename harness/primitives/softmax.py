@@ -11,7 +11,7 @@ the size of those terms: the error scale is y_j * (|dy_j| + sum_k |dy_k y_k|).
 """
 import numpy as np
 
-from ..core.declaration import Backward, Mutant, Primitive, Tensor, Tolerance, sum_rtol
+from ..core.declaration import Backward, Mutant, Primitive, Step, Tensor, Tolerance, sum_rtol
 from . import _common as c
 
 F32 = np.float32
@@ -59,6 +59,9 @@ def drop_last_column(x):
 
 
 SOFTMAX = Primitive(
+    steps=(Step("naive", "three passes over each row: max, sum of exponentials, normalise", python="three_pass", cuda="row_per_thread", mojo="scalar"),
+           Step("online", "the max and the sum in one pass, rescaling the running sum when the max grows", python="online", cuda="warp_online", mojo="online_simd"),
+           Step("one_read", "each row read from memory once: held in registers on a GPU, in L1 on a CPU", cuda="block_registers", mojo="fused"),),
     name="softmax", summary="row-wise softmax over the last axis, numerically stable", order=40,
     dims=("rows", "cols"),
     tensors=(Tensor("x", ("rows", "cols")),
@@ -106,6 +109,8 @@ def upstream(shape, rng, dims):
 
 
 SOFTMAX_BACKWARD = Primitive(
+    steps=(Step("naive", "two passes per row: the dot product <dy, y>, then dx", python="two_pass", cuda="row_per_thread", mojo="scalar"),
+           Step("parallel_dot", "the dot product split over lanes (a warp, or SIMD lanes) and combined", cuda="warp_dot", mojo="simd"),),
     name="softmax_backward", summary="gradient of softmax from its output: dx = y * (dy - <dy, y>)", order=41,
     stem="softmax", forward="softmax",
     backward_of=Backward(saved={"y": "y"}, upstream={"dy": "y"}, grads={"dx": "x"}),

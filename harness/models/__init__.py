@@ -1,0 +1,1 @@
+"""Networks written once against the op layer (harness/backends/ops.py), and their data."""
