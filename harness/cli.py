@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--machine", metavar="NAME", help="machine name for the results folder and charts")
     r.add_argument("--no-checks", action="store_true", help="skip the odd-size/adversarial correctness checks")
     r.add_argument("--no-charts", action="store_true", help="do not draw charts")
-    r.add_argument("--wide", action="store_true", help="every column (IQR, errors, % of tolerance) at any width")
+    r.add_argument("--wide", action="store_true", help="every column (IQR, errors, %% of tolerance) at any width")
     r.set_defaults(fn=cmd_run)
     s = sub.add_parser("show", help="one primitive's implementations side by side")
     s.add_argument("primitive")

@@ -172,3 +172,12 @@ def test_compare_two_runs(capsys, tmp_path):
     b.write_text(json.dumps(doc))
     code, _, err = _run(capsys, "compare", str(a), str(b))
     assert code == 2 and "share no case" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("verb", ["list", "doctor", "run", "train", "show", "report", "compare", "plot", "build",
+                                  "calibrate"])
+def test_every_verb_has_help(capsys, verb):
+    with pytest.raises(SystemExit) as e:
+        main([verb, "-h"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "usage:" in out

@@ -52,6 +52,11 @@ def _torch_ops() -> dict[str, Op]:
         "layernorm": Op("layer_norm", lambda torch: lambda x, gamma, beta, eps: torch.nn.functional.layer_norm(
             x, (x.shape[-1],), gamma, beta, eps=eps)),
         "matmul": Op("cublas", lambda torch: torch.matmul),
+        # what F.scaled_dot_product_attention(is_causal=True) runs on a CPU, called directly
+        # because it also returns the log-sum-exp the declaration asks for
+        "attention": Op("sdpa_flash", lambda torch: lambda q, k, v: tuple(
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)[:2])),
+        "embedding": Op("embedding", lambda torch: lambda idx, wte, wpe: torch.nn.functional.embedding(idx, wte) + wpe),
     }
 
 

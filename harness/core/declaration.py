@@ -218,6 +218,9 @@ class Primitive:
     backward_of: Backward | None = None            # ... and says how its tensors map onto it
     order: int = 100                               # position in tables and menus
     steps: tuple[Step, ...] = ()                   # the ladder's shared ideas, naive first
+    # inputs that are functions of the others (a backward's saved forward outputs): fn(inputs: dict
+    # of the drawn arrays, dims: dict) -> {tensor name: array}, applied after every tensor is drawn
+    derived: Callable[[dict, dict], dict] | None = None
 
     def __repr__(self) -> str:
         return f"Primitive({self.name!r})"
@@ -425,6 +428,9 @@ class Primitive:
             else:
                 a = t.init(shape, rng, d)
             out[t.name] = np.ascontiguousarray(a, dtype=t.np_dtype)
+        if self.derived is not None:
+            for name, a in self.derived(dict(out), d).items():
+                out[name] = np.ascontiguousarray(a, dtype=out[name].dtype)
         return out
 
     def reference_outputs(self, inputs: dict[str, np.ndarray], scalars: dict | None = None) -> dict[str, np.ndarray]:
