@@ -99,8 +99,7 @@ def primitive_table(prim_name: str, rows: list[dict], machine: str = "",
                        + ("machine's measured NumPy matmul" if prim.bound == "compute" else
                           "machine's measured all-core copy bandwidth")),
               box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    t.add_column("size", no_wrap=True)
-    t.add_column("variant", no_wrap=True)
+    t.add_column("size / variant", no_wrap=True)
     t.add_column("median", justify="right", no_wrap=True)
     if wide:
         t.add_column("IQR", justify="right", no_wrap=True)
@@ -114,21 +113,23 @@ def primitive_table(prim_name: str, rows: list[dict], machine: str = "",
     t.add_column("", no_wrap=True)
     last_size = None
     for r in shown:
-        first = r["size"] != last_size
-        if last_size is not None and first:
-            t.add_section()
+        if r["size"] != last_size:
+            if last_size is not None:
+                t.add_section()
+            # the size heads its group of rows, so no column is spent on it
+            t.add_row(Text(_short_shape(r["shape"]), style="bold"), *([""] * (len(t.columns) - 1)))
         last_size = r["size"]
         thr = r["gflops"] if prim.bound == "compute" else r["gbps"]
         mark, style = STATUS_MARK[r["status"]]
         name = r["backend"] if r["variant"] in ("", r["backend"]) else f"{r['backend']}/{r['variant']}"
-        cells = [_short_shape(r["shape"]) if first else "", escape(name), fmt_time(r["median_s"])]
+        cells = ["  " + escape(name), fmt_time(r["median_s"])]
         if wide:
             iqr = (r["p75_s"] - r["p25_s"]) if r["median_s"] is not None else None
             cells.append(fmt_time(iqr) if iqr is not None else "—")
         if has_e2e:
             cells.append(fmt_time(r.get("e2e_median_s")))
         cells += [fmt_num(thr, 3) + _marks(r),
-                  fmt_num(r.get("pct_of_peak"), 2) + ("%" if r.get("pct_of_peak") is not None else ""),
+                  fmt_pct(r.get("pct_of_peak")),
                   fmt_x(r.get("speedup_vs_python")), fmt_x(r.get("speedup_vs_numpy"))]
         if wide:
             cells += [fmt_num(r.get("max_abs_err"), 2), fmt_num(r.get("tol_used_pct"), 2)]
