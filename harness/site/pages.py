@@ -75,7 +75,8 @@ def index(machines: list[Machine], prims: list[str], compare_ok: list[Machine], 
     for name in prims:
         prim = catalogue.PRIMITIVES.get(name)
         kind = f"backward of {prim.forward}" if prim and prim.forward else "forward"
-        for i, m in enumerate(machines):
+        ran = [m for m in machines if any(r["primitive"] == name for r in m.rows)]     # not older runs without it
+        for i, m in enumerate(ran):
             cells = [f'<a href="{primitive_file(name)}">{esc(name)}</a><br><span class=muted>{esc(kind)}</span>'
                      if i == 0 else "", f"<span class=nw>{esc(m.name)}</span>"]
             for lang in LANGUAGES:
