@@ -59,8 +59,11 @@ def reference(q, k, v):
 
 
 def _abs_terms(inputs):
-    """Per (batch, head): P, |q| |k|^T / sqrt(d) (the size of what each score's dot product
-    sums), for the error scales."""
+    """Per (batch, head): P, and e, the bound on the relative error of each P[i, j] that
+    the scores' rounding causes. A score off by eps * a[i, j] (a = |q| |k|^T / sqrt(d), the
+    size of what its dot product sums) moves P[i, j] by P[i, j] (dS[i, j] - sum_k P[i, k] dS[i, k]),
+    at most eps * P[i, j] e[i, j] with e = (1 - P) a + sum_k P a - P a: zero for a row with
+    one visible key, whatever its size, since a softmax of one score is 1."""
     q, k = inputs["q"].astype(np.float64), inputs["k"].astype(np.float64)
     b, h, t, d = q.shape
     for i in range(b):
@@ -69,25 +72,25 @@ def _abs_terms(inputs):
             p = np.exp(s - s.max(axis=-1, keepdims=True))
             p /= p.sum(axis=-1, keepdims=True)
             a = np.tril(np.abs(q[i, j]) @ np.abs(k[i, j]).T) / np.sqrt(d)
-            yield i, j, p, a
+            pa = p * a
+            e = (1 - p) * a + pa.sum(axis=-1, keepdims=True) - pa
+            yield i, j, p, a, e
 
 
 def out_error_scale(inputs, refs, scalars):
-    """P |v| (the P.v sum's own rounding) plus what the scores' rounding does to it: a score
-    off by eps * a[i, j] moves out[i] by P[i, j] * (v[j] - out[i]) times that."""
+    """P |v| (the P.v sum's own rounding) plus what the scores' rounding does to P: sum_j
+    P[i, j] e[i, j] |v[j]|."""
     v = np.abs(inputs["v"].astype(np.float64))
-    o = np.abs(refs["out"])
-    scale = np.empty(o.shape)
-    for i, j, p, a in _abs_terms(inputs):
-        pa = p * a
-        scale[i, j] = p @ v[i, j] + pa @ v[i, j] + pa.sum(axis=-1, keepdims=True) * o[i, j]
+    scale = np.empty(refs["out"].shape)
+    for i, j, p, a, e in _abs_terms(inputs):
+        scale[i, j] = (p * (1 + e)) @ v[i, j]
     return scale
 
 
 def lse_error_scale(inputs, refs, scalars):
     """The row max's size and the scores' rounding: 1 + |lse| + sum_j P a."""
     scale = np.empty(refs["lse"].shape)
-    for i, j, p, a in _abs_terms(inputs):
+    for i, j, p, a, e in _abs_terms(inputs):
         scale[i, j] = 1 + np.abs(refs["lse"][i, j]) + (p * a).sum(axis=-1)
     return scale
 
@@ -247,7 +250,9 @@ def _backward_scales(inputs):
         for j in range(h):
             s = _scores(q[i, j], k[i, j])
             p = np.exp(s - lse[i, j][:, None])
-            a = np.tril(np.abs(q[i, j]) @ np.abs(k[i, j]).T) * sc          # the scores' rounding
+            # The scores' rounding, taken whole: P comes from the saved lse, not from its own
+            # row's sum, so no normalisation cancels it (unlike the forward's, see _abs_terms).
+            a = np.tril(np.abs(q[i, j]) @ np.abs(k[i, j]).T) * sc
             # |dS| with every term taken in absolute value: the size of what dq and dk sum
             dsa = p * (np.abs(do[i, j]) @ np.abs(v[i, j]).T + np.abs(do[i, j] * o[i, j]).sum(-1, keepdims=True)) \
                 * (1 + a)
@@ -260,8 +265,8 @@ def _backward_scales(inputs):
 def _scale_of(name):
     def scale(inputs, refs, scalars):
         return _backward_scales(inputs)[name]
-    scale.__doc__ = (f"the sum that forms {name} taken term by term in absolute value, with each P grown by "
-                     f"the scores' own rounding (1 + |q||k|/sqrt(d))")
+    scale.__doc__ = (f"the sum that forms {name} taken term by term in absolute value, each P grown by the "
+                     f"scores' own rounding")
     return scale
 
 
