@@ -149,3 +149,13 @@ def test_the_committed_report_is_the_one_the_committed_results_give(built):
     old = {p.name: p.read_bytes() for p in committed.iterdir() if p.suffix in (".html", ".css")}
     stale = sorted(n for n in fresh.keys() | old.keys() if fresh.get(n) != old.get(n))
     assert not stale, f"results/report/ is out of date ({', '.join(stale[:5])}): run `python -m harness report`"
+
+
+def test_a_rebuild_removes_its_own_stale_pages_and_nothing_else(tmp_path):
+    out = tmp_path / "site"
+    site.build(site.default_folders(), out)
+    (out / "notes.html").write_text("<p>mine</p>")                       # the user's own file
+    stale = (out / "index.html").read_text().replace("<title>", "<title>old ")
+    (out / "conv.html").write_text(stale)                                # a page of ours, no longer made
+    site.build(site.default_folders(), out)
+    assert (out / "notes.html").exists() and not (out / "conv.html").exists()

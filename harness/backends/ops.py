@@ -83,9 +83,9 @@ class Call(ABC):
     def run(self) -> None:
         """Run once: no validation, no transfer."""
 
+    @abstractmethod
     def set_scalars(self, **values) -> None:
         """Change declared scalars for the following runs (typed and checked here)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release what the call owns (a device backend's scratch memory); nothing by default."""

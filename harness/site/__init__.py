@@ -65,8 +65,10 @@ def build(folders: list[Path], out: Path, progress=None) -> list[Path]:
         write(pages.training_file(model), pages.training(model, machines))
     if len(comparable) >= 2:
         write("compare.html", pages.comparison(comparable))
-    stale = {p.name for p in out.glob("*.html")} - {p.name for p in written}
-    for name in stale:                       # pages of primitives no longer in the results
-        (out / name).unlink()
+    # Pages of primitives no longer in the results go; any other HTML in the folder is not
+    # ours to delete, so only pages carrying the report's own footer are removed.
+    for p in out.glob("*.html"):
+        if p not in written and pages.FOOTER_MARK in p.read_text(encoding="utf-8", errors="ignore"):
+            p.unlink()
     return written
 

@@ -13,6 +13,7 @@ from .html import anchor, code, esc, inline_svg, page, table
 TITLES = {b: t for b, _, _, t, _ in sources.LANGUAGES}
 LEXERS = {b: lx for b, _, _, _, lx in sources.LANGUAGES}
 BASELINES = ("numpy", "torch-cpu", "cupy", "torch")
+FOOTER_MARK = "Written by <code>python -m harness report</code>"     # in every page (html.page)
 
 
 def primitive_file(name: str) -> str:
