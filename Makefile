@@ -3,6 +3,7 @@
 #   make test       set up .venv (first time), then run the test suite
 #   make quick      the same comparison on a short ladder (under a minute)
 #   make train      train the MLP with every backend -> results/<machine>/train_mlp.json + charts
+#   make train-gpt  train the character GPT with every backend -> results/<machine>/train_gpt.json + charts
 #   make report     the static site of every committed result -> results/report/index.html
 #   make build      compile every CUDA kernel (NVRTC, sm_90 and sm_80) and every Mojo module
 #   make gpu-check  on a GPU machine, with its own python3 and NOTHING installed: GPU tests,
@@ -15,7 +16,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 GPU_OUT ?= $(if $(OUT),$(OUT)/results,)
 
-.PHONY: bench test quick train report build gpu-check calibrate clean
+.PHONY: bench test quick train train-gpt report build gpu-check calibrate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,9 @@ quick: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m harness train mlp
+
+train-gpt: $(STAMP)
+	$(PY) -m harness train gpt
 
 report: $(STAMP)
 	$(PY) -m harness report
@@ -52,6 +56,7 @@ gpu-check:
 	$(PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests
 	$(PYTHON) -m harness run -b cuda,cupy,torch $(if $(GPU_OUT),--out $(GPU_OUT),)
 	$(PYTHON) -m harness train mlp -b numpy,cuda,torch-cpu $(if $(GPU_OUT),--out $(GPU_OUT),)
+	$(PYTHON) -m harness train gpt -b numpy,cuda,torch-cpu $(if $(GPU_OUT),--out $(GPU_OUT),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks *.egg-info

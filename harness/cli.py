@@ -198,12 +198,20 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+GPT_FLAGS = ("layers", "heads", "channels", "context")
+
+
 def cmd_train(args) -> int:
     from . import train as tr
     from .models import mlp
     from .output import train_charts
-    if args.model != "mlp":
-        raise UsageError(f"unknown model {args.model!r}; valid: mlp")
+    if args.model not in ("mlp", "gpt"):
+        raise UsageError(f"unknown model {args.model!r}; valid: mlp, gpt")
+    if args.model == "gpt":
+        return cmd_train_gpt(args)
+    given = [f"--{f}" for f in GPT_FLAGS if getattr(args, f) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for `train gpt`; the MLP takes --hidden")
     names = parse_backends(args.backends) if args.backends else list(tr.DEFAULT_BACKENDS)
     for n in names:
         if n not in backends.REGISTRY:
@@ -232,6 +240,50 @@ def cmd_train(args) -> int:
         console.print(f"charts: {len(paths)} files in {_rel(out / 'charts')}", highlight=False)
     console.print(f"wrote {_rel(jpath)} and {_rel(cpath)}", highlight=False)
     return tr.exit_status(doc)
+
+
+def cmd_train_gpt(args) -> int:
+    from . import train_gpt as tg
+    from .models import gpt
+    from .output import gpt_report, train_charts
+    if args.hidden is not None:
+        raise UsageError("--hidden is for `train mlp`; a GPT takes --layers, --heads, --channels, --context")
+    names = parse_backends(args.backends) if args.backends else list(tg.DEFAULT_BACKENDS)
+    for n in names:
+        if n not in backends.REGISTRY:
+            raise UsageError(f"unknown backend {n!r}; valid: {', '.join(backends.names())}")
+    flags = {"steps": args.steps, "batch": args.batch, **{f: getattr(args, f) for f in GPT_FLAGS}}
+    for flag, value in flags.items():
+        if value is not None and value <= 0:
+            raise UsageError(f"bad --{flag} {value}: it must be positive")
+    from .models import text
+    base = gpt.Config()
+    try:
+        cfg = gpt.Config(**{k: (v if v is not None else getattr(base, k)) for k, v in flags.items()},
+                         seed=args.seed, vocab=text.load().vocab)
+    except InputError as e:
+        raise UsageError(str(e)) from None
+    if cfg.context > 1024 or cfg.head_dim > 128:
+        raise UsageError(f"context {cfg.context}, head_dim {cfg.head_dim}: the kernels take context <= 1024 "
+                         f"and channels / heads <= 128 (CUDA's flash attention keeps a head's row in registers)")
+    gpus = [backends.get(n).environment().get("gpu") for n in names
+            if n in backends.REGISTRY and backends.get(n).device == "gpu" and backends.get(n).availability().ok]
+    machine = args.machine or machine_name(next((g for g in gpus if g), None))
+    out = writable_dir(Path(args.out) if args.out else REPO / "results" / machine)
+    preferred = [v for s_ in (args.variants or []) for v in _csv_list(s_)] or None
+    result = tg.train(names, cfg, preferred=preferred, progress=RichProgress())
+    extra = {"machine": machine}
+    for n in names:
+        if n in backends.REGISTRY and backends.get(n).availability().ok:
+            extra.update(backends.get(n).environment())
+    doc = gpt_report.document(result, fingerprint(extra))
+    jpath, cpath = gpt_report.write(doc, out)
+    gpt_report.report(doc, console)
+    if not args.no_charts:
+        paths = train_charts.gpt_charts(doc, out / "charts")
+        console.print(f"charts: {len(paths)} files in {_rel(out / 'charts')}", highlight=False)
+    console.print(f"wrote {_rel(jpath)} and {_rel(cpath)}", highlight=False)
+    return tg.exit_status(doc)
 
 
 class RichProgress:
@@ -363,12 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--arch", metavar="sm_XX", help="CUDA target architecture (default: the GPU's own)")
     bu.set_defaults(fn=cmd_build)
     tr = sub.add_parser("train", help="train a model with every backend, judged against float64")
-    tr.add_argument("model", help="mlp")
+    tr.add_argument("model", help="mlp (digits) or gpt (characters of Shakespeare)")
     tr.add_argument("-b", "--backends", action="append", metavar="BACKENDS",
                     help="comma list (default: python, numpy, mojo, cuda, torch-cpu)")
-    tr.add_argument("--steps", type=int, metavar="N", help="training steps (default 400; pure Python runs 45)")
-    tr.add_argument("--hidden", type=int, metavar="H", help="hidden units (default 256)")
-    tr.add_argument("--batch", type=int, metavar="B", help="batch size (default 64)")
+    tr.add_argument("--steps", type=int, metavar="N",
+                    help="training steps (default: mlp 400, gpt 1500; pure Python runs 45)")
+    tr.add_argument("--hidden", type=int, metavar="H", help="mlp: hidden units (default 256)")
+    tr.add_argument("--batch", type=int, metavar="B", help="batch size (default: mlp 64, gpt 8)")
+    tr.add_argument("--layers", type=int, metavar="L", help="gpt: blocks (default 2)")
+    tr.add_argument("--heads", type=int, metavar="H", help="gpt: attention heads (default 4)")
+    tr.add_argument("--channels", type=int, metavar="C", help="gpt: embedding width (default 64)")
+    tr.add_argument("--context", type=int, metavar="T", help="gpt: characters per window (default 64)")
     tr.add_argument("--seed", type=int, default=0, help="initial weights and batches (default 0)")
     tr.add_argument("--variants", action="append", metavar="NAMES",
                     help="prefer these variant names where a backend has them (default: each primitive's last)")

@@ -217,6 +217,21 @@ def _relu_backward_without_mask(x, dy):
     return dy.copy()
 
 
+def _mutant(primitive, name):
+    from harness.core import catalogue
+    return next(m.fn for m in catalogue.get(primitive).mutants if m.name == name)
+
+
+class PeekingAttentionBackend(_OpsFake):
+    """Attention whose mask lets each query see one key ahead: the GPT's loss is still a
+    loss, but of a model that reads the answer."""
+    name = "peeking"
+
+    def __init__(self):
+        self.wrong = {"attention": _mutant("attention", "peeks_one_ahead")}
+        super().__init__()
+
+
 class Tf32Backend(_OpsFake):
     """Rounds matmul's inputs to TF32: wrong from the first forward call on."""
     name = "tf32"

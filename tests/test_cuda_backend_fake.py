@@ -766,3 +766,37 @@ def test_the_mlp_trains_on_the_cuda_op_layer_in_lockstep_with_float64(fake):
             assert abs(model.loss() - ref.loss()) <= tr.loss_tolerance(ref.loss()), t
     finally:
         model.close()
+
+
+def test_the_gpt_trains_on_the_cuda_op_layer_in_lockstep_with_float64(fake):
+    """The GPT's CUDA step with no GPU: every kernel of the model (embedding, layernorm,
+    the matmuls, transpose, flash attention and their backwards, AdamW) through CudaOps to
+    the emulator, two steps in agreement with float64 at the training command's tolerances."""
+    from harness import backends as registry
+    from harness import train_gpt as tg
+    from harness.backends.reference import ReferenceOps
+    from harness.models import gpt, text
+
+    corpus = text.load()
+    cfg = gpt.Config(layers=1, heads=2, channels=8, context=5, batch=2, steps=2, vocab=corpus.vocab)
+    weights = gpt.initial_weights(cfg)
+    cuda = registry.get("cuda")
+    assert cuda.availability().ok, cuda.availability().reason
+    model = gpt.GPT.build(cuda.ops(), cfg, lambda p: cuda.variants(p)[-1], weights)
+    ref = gpt.GPT.build(ReferenceOps(), cfg, lambda p: "reference", weights)
+    try:
+        for t, batch in enumerate(text.batches(corpus.train, cfg.batch, cfg.context, cfg.steps, 0), start=1):
+            for m in (model, ref):
+                m.load_batch(*batch)
+                m.forward_backward()
+            if t == 1:
+                got, want = model.gradients(), ref.gradients()
+                for g in want:
+                    r = tg.tensor_report(got[g], want[g], tg.GRAD_RTOL)
+                    assert r["ok"], (g, r)
+            for m in (model, ref):
+                m.update(t)
+            assert abs(model.loss() - ref.loss()) <= tg.loss_tolerance(ref.loss()), t
+    finally:
+        model.close()
+        ref.close()

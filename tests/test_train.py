@@ -106,7 +106,8 @@ def test_the_command_writes_results_csv_and_charts(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["train", "gpt"], "unknown model 'gpt'; valid: mlp"),
+    (["train", "cnn"], "unknown model 'cnn'; valid: mlp, gpt"),
+    (["train", "mlp", "--layers", "2"], "--layers is for `train gpt`"),
     (["train", "mlp", "--steps", "0"], "bad --steps 0"),
     (["train", "mlp", "-b", "fortran"], "unknown backend 'fortran'"),
 ])

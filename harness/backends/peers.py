@@ -57,6 +57,7 @@ def _torch_ops() -> dict[str, Op]:
         "attention": Op("sdpa_flash", lambda torch: lambda q, k, v: tuple(
             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)[:2])),
         "embedding": Op("embedding", lambda torch: lambda idx, wte, wpe: torch.nn.functional.embedding(idx, wte) + wpe),
+        "transpose": Op("transpose_contiguous", lambda torch: lambda x: x.transpose(1, 2).contiguous()),
     }
 
 

@@ -36,6 +36,8 @@ def args_dtype(prim, name):
 class ReferenceOps(HostOps):
     """float64 storage for float32 tensors (int64 stays int64); kernels are the references."""
 
+    keeps_float64 = True                # float64 uploads are kept as they are, not rounded to float32
+
     def __init__(self):
         super().__init__("float64 reference", _reference_function)
 

@@ -102,13 +102,20 @@ def index(machines: list[Machine], prims: list[str], compare_ok: list[Machine], 
                 doc = m.trainings.get(t)
                 if not doc:
                     continue
-                ok = [r for r in doc["runs"] if r["status"] == "pass" and r.get("step_time")]
+                runs = doc["plans"][0]["runs"] if doc.get("model") == "gpt" else doc["runs"]
+                ok = [r for r in runs if r["status"] == "pass" and r.get("step_time")]
                 best = min(ok, key=lambda r: r["step_time"]["median_s"]) if ok else None
+                if doc.get("model") == "gpt":
+                    vals = [r["val_loss"] for r in ok if r.get("val_loss") is not None]
+                    quality = (f"validation loss {min(vals):.3f} nats/char against the unigram "
+                               f"{doc['corpus']['unigram_baseline']:.3f}" if vals else "—")
+                else:
+                    quality = f"float64 test accuracy {100 * doc['reference']['test_accuracy']:.1f} %"
                 rows.append([f'<a href="{training_file(t)}">{esc(t)}</a>', esc(m.name),
                              ", ".join(f"{esc(r['backend'])} {fmt_time(r['step_time']['median_s'])}" for r in ok),
                              f"{esc(best['backend'])} ({fmt_x(best.get('speedup_vs_numpy'))} NumPy)" if best else "—",
-                             f"{100 * doc['reference']['test_accuracy']:.1f} %"])
-        body.append(table(["model", "machine", "step time per backend", "fastest", "float64 test accuracy"],
+                             esc(quality)])
+        body.append(table(["model", "machine", "step time per backend", "fastest", "how well it learned"],
                           rows, numeric_from=9))
     body.append("<h2 id=roofline>Roofline</h2>")
     charts = [inline_svg(m.chart("roofline"), anchor("roof", m.name), f"roofline on {m.name}")
@@ -321,6 +328,8 @@ def primitive(prim_name: str, machines: list[Machine]) -> str:
 
 # ----------------------------------------------------------------------------- training
 def training(model: str, machines: list[Machine]) -> str:
+    if any((m.trainings.get(model) or {}).get("model") == "gpt" for m in machines):
+        return training_gpt(model, machines)
     body = [f"<h1>Training: {esc(model)}</h1>"]
     for m in machines:
         doc = m.trainings.get(model)
@@ -364,6 +373,62 @@ def training(model: str, machines: list[Machine]) -> str:
             body.append("<h3>Samples</h3><div class=cols>" + "".join(
                 f'<div class="lang"><h4>{esc(b)}</h4><pre class="sample">{esc(s)}</pre></div>' for b, s in samples)
                 + "</div>")
+    return page(f"train {model}", "\n".join(body), [("index", "index.html")])
+
+
+def training_gpt(model: str, machines: list[Machine]) -> str:
+    """train_gpt.json: a table per plan (configuration), the step-1 gradients, the charts, and
+    the samples side by side."""
+    body = [f"<h1>Training: {esc(model)}</h1>"]
+    for m in machines:
+        doc = m.trainings.get(model)
+        if not doc:
+            continue
+        corpus = doc["corpus"]
+        body.append(f'<h2 id="{anchor(m.name)}">{esc(m.name)}</h2><p class=muted>{esc(_env_line(m))}</p>')
+        body.append(f"<p>Character-level GPT-2 on {esc(corpus['file'])}: {corpus['characters']:,} characters, "
+                    f"{corpus['vocab']} distinct, the last 10 % held out. Unigram baseline: "
+                    f"{corpus['unigram_baseline']:.3f} nats per character. Agreement rule: "
+                    f"{esc(doc['agreement']['rule'])}.</p>")
+        for p in doc["plans"]:
+            c = p["config"]
+            body.append(f"<h3>L={c['layers']}, H={c['heads']}, C={c['channels']}, T={c['context']}, B={c['batch']}: "
+                        f"{c['parameters']:,} parameters, {p['steps']} steps</h3>"
+                        + (f"<p class=muted>{esc(p['note'])}</p>" if p.get("note") else ""))
+            rows = []
+            for r in p["runs"]:
+                st = r.get("step_time")
+                grads = [g["tol_used_pct"] for g in (r.get("gradients") or {}).values()]
+                a = r.get("agreement") or {}
+                rows.append([esc(r["backend"]), fmt_time(st["median_s"]) if st else "—",
+                             fmt_time(st["p75_s"] - st["p25_s"]) if st else "—",
+                             f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else "—",
+                             fmt_x(r.get("speedup_vs_python")), fmt_x(r.get("speedup_vs_numpy")),
+                             fmt_x(r.get("speedup_vs_torch")),
+                             f"{r['val_loss']:.3f}" if r.get("val_loss") is not None else "—",
+                             fmt_pct(a.get("tol_used_pct")), fmt_pct(max(grads)) if grads else "—", _status(r)])
+            body.append(table(["backend", "step", "IQR", "tokens/s", "× Python", "× NumPy", "× PyTorch", "val loss",
+                               "agreement", "gradients", "status"], rows, numeric_from=1))
+            for r in p["runs"]:
+                if r.get("gradients"):
+                    grow = [[esc(n), fmt_num(g.get("max_abs_err"), 2), fmt_pct(g["tol_used_pct"])]
+                            for n, g in r["gradients"].items()]
+                    body.append(f"<details><summary>{esc(r['backend'])}: step-1 gradients, tensor by tensor</summary>"
+                                + table(["tensor", "max error", "% of tolerance"], grow) + "</details>")
+        charts = []
+        for stem, what in ((f"loss_{model}", "loss curves and the unigram baseline"),
+                           (f"step_time_{model}", "step time per backend and configuration"),
+                           (f"breakdown_{model}", "where a step goes: matmul, attention, the rest")):
+            if m.chart(stem):
+                charts.append(inline_svg(m.chart(stem), anchor(stem, m.name), f"{model}: {what} on {m.name}"))
+        body.append('<div class="charts">' + "".join(charts) + "</div>")
+        samples = [(r["backend"], r["sample"]) for r in doc["plans"][0]["runs"] if r.get("sample")]
+        if samples:
+            s = doc["sampling"]
+            body.append(f"<h3>Samples</h3><p class=muted>prompt {esc(repr(s['prompt']))}, temperature "
+                        f"{s['temperature']}, the same seeded draws on every backend</p><div class=cols>" + "".join(
+                            f'<div class="lang"><h4>{esc(b)}</h4><pre class="sample">{esc(t)}</pre></div>'
+                            for b, t in samples) + "</div>")
     return page(f"train {model}", "\n".join(body), [("index", "index.html")])
 
 

@@ -1,0 +1,196 @@
+"""`harness train gpt`: a character GPT-2 written once on the op layer, trained on every backend,
+judged against float64, checked against PyTorch, and sampled."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from harness import train_gpt as tg
+from harness.backends.reference import ReferenceOps
+from harness.cli import main
+from harness.models import gpt, text
+
+CORPUS = text.load()
+TINY = gpt.Config(layers=2, heads=2, channels=8, context=6, batch=2, steps=40, vocab=CORPUS.vocab)
+
+
+def _by(plan, name):
+    return next(r for r in plan["runs"] if r["backend"] == name)
+
+
+def test_the_corpus_is_the_shipped_text_split_nine_to_one():
+    assert CORPUS.vocab == 61 and CORPUS.chars[0] == "\n" and CORPUS.chars[1] == " "
+    n = len(CORPUS.train) + len(CORPUS.val)
+    assert n == 95375 and len(CORPUS.train) == round(0.9 * n)
+    assert CORPUS.decode(CORPUS.encode("MENENIUS:\n")) == "MENENIUS:\n"
+    assert text.PATH.read_text(encoding="utf-8").startswith("First Citizen:\nBefore we proceed")
+
+
+def test_the_unigram_baseline_is_the_held_out_cross_entropy_of_training_frequencies():
+    counts = np.bincount(CORPUS.train, minlength=CORPUS.vocab) + 1.0
+    p = counts / counts.sum()
+    want = -np.mean(np.log(p[CORPUS.val]))
+    assert text.unigram_baseline(CORPUS) == pytest.approx(want, rel=1e-12)
+    # far below a uniform guess over 61 characters (log 61 = 4.11 nats)
+    assert 3.0 < text.unigram_baseline(CORPUS) < np.log(61) - 0.5
+
+
+def test_the_parameter_count_is_gpt2s():
+    cfg = gpt.Config(vocab=65)
+    assert cfg.parameters() == sum(int(np.prod(s)) for s in gpt.parameter_shapes(cfg).values())
+    big = gpt.Config(layers=6, heads=6, channels=384, context=256, batch=4, vocab=65)
+    assert round(big.parameters() / 1e6, 1) == 10.8
+
+
+def _reference_model(cfg, weights, batch):
+    m = gpt.GPT.build(ReferenceOps(), cfg, lambda p: "reference", weights)
+    m.load_batch(*batch)
+    return m
+
+
+def test_the_models_gradients_are_finite_differences_of_its_loss():
+    """The backward graph is wired right: on the float64 reference op layer, every parameter
+    tensor's gradient matches central differences of the loss at a few of its elements."""
+    cfg = replace(TINY, layers=1)
+    weights = {k: v.astype(np.float64) for k, v in gpt.initial_weights(cfg).items()}
+    rng = np.random.default_rng(0)
+    for k in weights:                                    # off the symmetric start: biases, gains not 0/1
+        weights[k] = weights[k] + 0.3 * rng.standard_normal(weights[k].shape)
+    batch = text.batches(CORPUS.train, cfg.batch, cfg.context, 1, 0)[0]
+    m = _reference_model(cfg, weights, batch)
+    m.forward_backward()
+    grads = m.gradients()
+    m.close()
+
+    def loss_at(w):
+        mm = _reference_model(cfg, w, batch)
+        mm.forward()
+        out = mm.loss()
+        mm.close()
+        return out
+    h = 1e-5
+    for name, g in grads.items():
+        for flat in rng.choice(g.size, size=min(3, g.size), replace=False):
+            i = np.unravel_index(flat, g.shape)
+            up = {k: v.copy() for k, v in weights.items()}
+            dn = {k: v.copy() for k, v in weights.items()}
+            up[name][i] += h
+            dn[name][i] -= h
+            fd = (loss_at(up) - loss_at(dn)) / (2 * h)
+            assert abs(fd - g[i]) <= 1e-6 + 1e-5 * abs(fd), (name, i, fd, g[i])
+
+
+def test_padding_after_a_position_cannot_change_its_logits():
+    """Sampling pads the window on the right: causal attention must make that harmless."""
+    cfg = replace(TINY, batch=1)
+    weights = gpt.initial_weights(cfg)
+    m = gpt.GPT.build(ReferenceOps(), cfg, lambda p: "reference", weights, train=False)
+    x = CORPUS.encode("MENENI")[None, :]
+    m.load_batch(x, np.zeros(cfg.context, np.int64))
+    m.forward()
+    a = m.logits()
+    y = x.copy()
+    y[0, 3:] = 0
+    m.load_batch(y, np.zeros(cfg.context, np.int64))
+    m.forward()
+    b = m.logits()
+    m.close()
+    np.testing.assert_array_equal(a[:3], b[:3])
+    assert not np.allclose(a[3:], b[3:])
+
+
+def test_python_numpy_and_mojo_agree_with_float64_learn_and_sample_alike(mojo_backend):
+    doc = tg.train(["python", "numpy", "mojo"], TINY)
+    main_plan, small = doc["plans"]
+    assert main_plan["name"] == "main" and [r["backend"] for r in main_plan["runs"]] == ["numpy", "mojo"]
+    assert small["name"] == "python-sized" and "pure Python trains a smaller model" in small["note"]
+    for plan in doc["plans"]:
+        for r in plan["runs"]:
+            assert r["status"] == "pass", (plan["name"], r["backend"], r["reason"])
+            assert r["agreement"]["ok"] and r["agreement"]["steps"] == tg.AGREE_STEPS
+            assert set(r["gradients"]) == set(gpt.parameter_shapes(gpt.Config(**{
+                k: plan["config"][k] for k in ("layers", "heads", "channels", "context", "batch", "vocab")})))
+            assert all(g["ok"] for g in r["gradients"].values())
+            assert r["sample"].startswith(tg.PROMPT) and len(r["sample"]) == len(tg.PROMPT) + tg.SAMPLE_CHARS
+            assert r["losses"][-1] < r["losses"][0]
+    # the same weights, batches and draws: the samples agree until a near tie tips
+    s = [r["sample"] for r in main_plan["runs"]]
+    assert s[0][:60] == s[1][:60]
+    assert _by(small, "numpy")["speedup_vs_python"] > 1
+    assert tg.exit_status(doc) == 0
+
+
+def test_an_attention_that_peeks_one_key_ahead_fails_at_that_call(register):
+    register(peeking="tests.fakes:PeekingAttentionBackend")
+    doc = tg.train(["peeking"], replace(TINY, steps=25))
+    r = _by(doc["plans"][0], "peeking")
+    assert r["status"] == "fail"
+    bad = r["agreement"]["first_bad"]
+    assert bad["primitive"] == "attention" and bad["call"] == "h0.attention" and bad["tensor"] == "h0.att"
+    assert "first wrong at step 1: h0.attention" in r["reason"]
+    assert tg.exit_status(doc) == 1
+
+
+def test_an_unavailable_backend_is_skipped_with_why_and_the_others_run(register):
+    register(gone="tests.fakes:UnavailableBackend")
+    doc = tg.train(["gone", "numpy"], replace(TINY, steps=25))
+    plan = doc["plans"][0]
+    assert _by(plan, "gone")["status"] == "skip" and "no such hardware" in _by(plan, "gone")["reason"]
+    assert _by(plan, "numpy")["status"] == "pass"
+
+
+def test_the_pytorch_twin_is_the_same_model():
+    """In float64 the PyTorch model and the reference op layer are one function: the same
+    loss and gradients to 1e-10, from the same weights and batch."""
+    torch = pytest.importorskip("torch", reason="torch is optional (pip install torch==2.13.0 for the CPU build)")
+    from harness.models import torch_gpt
+    weights = {k: v.astype(np.float64) for k, v in gpt.initial_weights(TINY).items()}
+    x, y = text.batches(CORPUS.train, TINY.batch, TINY.context, 1, 0)[0]
+    ref = _reference_model(TINY, weights, (x, y))
+    ref.forward_backward()
+    tm = torch_gpt.TorchGPT(TINY, weights)
+    loss = tm.loss(torch.from_numpy(x), torch.from_numpy(y))
+    loss.backward()
+    assert float(loss.item()) == pytest.approx(ref.loss(), abs=1e-10)
+    got = tm.gradients()
+    for k, g in ref.gradients().items():
+        np.testing.assert_allclose(got[k], g, atol=1e-10, rtol=1e-8, err_msg=k)
+    ref.close()
+
+
+def test_the_torch_peer_agrees_in_float32():
+    pytest.importorskip("torch", reason="torch is optional (pip install torch==2.13.0 for the CPU build)")
+    doc = tg.train(["torch-cpu"], replace(TINY, steps=35))
+    r = _by(doc["plans"][0], "torch-cpu")
+    assert r["status"] == "pass", r["reason"]
+    assert r["sample"].startswith(tg.PROMPT) and r["val_loss"] < r["losses"][0]
+
+
+def test_the_command_writes_results_csv_markdown_and_charts(capsys, tmp_path):
+    code = main(["train", "gpt", "-b", "numpy", "--steps", "70", "--layers", "1", "--heads", "2",
+                 "--channels", "8", "--context", "8", "--batch", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "train gpt L=1, H=2, C=8, T=8, B=2" in out and "samples" in out
+    doc = json.loads((tmp_path / "train_gpt.json").read_text())
+    assert doc["schema"] == "kernel-rosetta-train" and doc["model"] == "gpt" and doc["env"]["cpu_model"]
+    r = doc["plans"][0]["runs"][0]
+    assert r["breakdown"] and {c["phase"] for c in r["calls"].values()} == {"forward", "backward", "update"}
+    assert (tmp_path / "train_gpt.csv").read_text().startswith("plan,backend,status")
+    md = (tmp_path / "train_gpt.md").read_text()
+    assert "unigram baseline" in md and "| numpy |" in md and "```text\nMENENIUS:" in md
+    for stem in ("loss_gpt", "step_time_gpt", "breakdown_gpt"):
+        assert (tmp_path / "charts" / f"{stem}.png").exists() and (tmp_path / "charts" / f"{stem}.svg").exists()
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["train", "gpt", "--channels", "30", "--heads", "4"], "channels (30) must be a multiple of heads (4)"),
+    (["train", "gpt", "--context", "0"], "bad --context 0"),
+    (["train", "gpt", "--hidden", "8"], "--hidden is for `train mlp`"),
+    (["train", "gpt", "--channels", "512", "--heads", "2"], "channels / heads <= 128"),
+    (["train", "gpt", "-b", "fortran"], "unknown backend 'fortran'"),
+])
+def test_bad_gpt_usage_is_one_line_and_exit_2(capsys, argv, msg):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
