@@ -201,6 +201,25 @@ def cmd_calibrate(args) -> int:
 GPT_FLAGS = ("layers", "heads", "channels", "context")
 
 
+def _training_setup(args, names) -> tuple[str, Path, list[str] | None]:
+    """The machine's name (its GPU's, where a GPU backend runs), the output folder, and the
+    preferred variants of a `train` command."""
+    gpus = [backends.get(n).environment().get("gpu") for n in names
+            if n in backends.REGISTRY and backends.get(n).device == "gpu" and backends.get(n).availability().ok]
+    machine = args.machine or machine_name(next((g for g in gpus if g), None))
+    out = writable_dir(Path(args.out) if args.out else REPO / "results" / machine)
+    preferred = [v for s_ in (args.variants or []) for v in _csv_list(s_)] or None
+    return machine, out, preferred
+
+
+def _training_env(machine: str, names) -> dict:
+    extra = {"machine": machine}
+    for n in names:
+        if n in backends.REGISTRY and backends.get(n).availability().ok:
+            extra.update(backends.get(n).environment())
+    return fingerprint(extra)
+
+
 def cmd_train(args) -> int:
     from . import train as tr
     from .models import mlp
@@ -222,17 +241,9 @@ def cmd_train(args) -> int:
     base = mlp.Config()
     cfg = mlp.Config(hidden=args.hidden or base.hidden, batch=args.batch or base.batch,
                      steps=args.steps or base.steps, seed=args.seed)
-    gpus = [backends.get(n).environment().get("gpu") for n in names
-            if n in backends.REGISTRY and backends.get(n).device == "gpu" and backends.get(n).availability().ok]
-    machine = args.machine or machine_name(next((g for g in gpus if g), None))
-    out = writable_dir(Path(args.out) if args.out else REPO / "results" / machine)
-    preferred = [v for s_ in (args.variants or []) for v in _csv_list(s_)] or None
+    machine, out, preferred = _training_setup(args, names)
     result = tr.train(names, cfg, preferred=preferred, progress=RichProgress())
-    extra = {"machine": machine}
-    for n in names:
-        if n in backends.REGISTRY and backends.get(n).availability().ok:
-            extra.update(backends.get(n).environment())
-    doc = tr.document(result, fingerprint(extra))
+    doc = tr.document(result, _training_env(machine, names))
     jpath, cpath = tr.write(doc, out)
     tr.report(doc, console)
     if not args.no_charts:
@@ -266,17 +277,9 @@ def cmd_train_gpt(args) -> int:
     if cfg.context > 1024 or cfg.head_dim > 128:
         raise UsageError(f"context {cfg.context}, head_dim {cfg.head_dim}: the kernels take context <= 1024 "
                          f"and channels / heads <= 128 (CUDA's flash attention keeps a head's row in registers)")
-    gpus = [backends.get(n).environment().get("gpu") for n in names
-            if n in backends.REGISTRY and backends.get(n).device == "gpu" and backends.get(n).availability().ok]
-    machine = args.machine or machine_name(next((g for g in gpus if g), None))
-    out = writable_dir(Path(args.out) if args.out else REPO / "results" / machine)
-    preferred = [v for s_ in (args.variants or []) for v in _csv_list(s_)] or None
+    machine, out, preferred = _training_setup(args, names)
     result = tg.train(names, cfg, preferred=preferred, progress=RichProgress())
-    extra = {"machine": machine}
-    for n in names:
-        if n in backends.REGISTRY and backends.get(n).availability().ok:
-            extra.update(backends.get(n).environment())
-    doc = gpt_report.document(result, fingerprint(extra))
+    doc = gpt_report.document(result, _training_env(machine, names))
     jpath, cpath = gpt_report.write(doc, out)
     gpt_report.report(doc, console)
     if not args.no_charts:

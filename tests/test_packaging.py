@@ -74,6 +74,7 @@ def test_readme_quotes_the_committed_results_verbatim():
     assert blocks, "the README quotes no results"
     for path, text in blocks:
         assert (ROOT / path).read_text() == text, f"README block differs from {path}: rerun and paste it again"
-        assert (ROOT / path).with_name("results.json").exists()
+        # written by the harness beside its run's own JSON (a benchmark's or a training's)
+        assert (ROOT / path).with_name("results.json").exists() or list((ROOT / path).parent.glob("train_*.json"))
     for image in re.findall(r"!\[[^\]]*\]\((results/[^)]+)\)", readme):
         assert (ROOT / image).exists(), image

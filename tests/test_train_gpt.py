@@ -194,3 +194,19 @@ def test_bad_gpt_usage_is_one_line_and_exit_2(capsys, argv, msg):
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_committed_run_learned_the_corpus_and_every_backend_agreed():
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "results" / "intel-xeon-2core" / "train_gpt.json"
+    doc = json.loads(path.read_text())
+    base = doc["corpus"]["unigram_baseline"]
+    main_plan = doc["plans"][0]
+    ran = [r for r in main_plan["runs"] if r["status"] != "skip"]
+    assert {r["backend"] for r in ran} >= {"numpy", "mojo"}
+    for r in ran:
+        assert r["status"] == "pass" and r["agreement"]["ok"], (r["backend"], r["reason"])
+        assert r["val_loss"] < base - 1.0, (r["backend"], r["val_loss"], base)     # clearly below the baseline
+        assert r["sample"].startswith(doc["sampling"]["prompt"])
+    python = _by(doc["plans"][1], "python")
+    assert python["status"] == "pass" and python["steps"] == tg.PYTHON_STEPS

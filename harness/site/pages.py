@@ -355,12 +355,7 @@ def training(model: str, machines: list[Machine]) -> str:
                          fmt_pct(a.get("tol_used_pct")), fmt_pct(max(grads)) if grads else "—", _status(r)])
         body.append(table(["backend", "step", "IQR", "samples/s", "× Python", "× NumPy", "train loss",
                            "test accuracy", "agreement", "gradients", "status"], rows, numeric_from=1))
-        for r in doc["runs"]:
-            if r.get("gradients"):
-                grow = [[esc(n), fmt_num(g.get("max_abs_err"), 2), fmt_pct(g["tol_used_pct"])]
-                        for n, g in r["gradients"].items()]
-                body.append(f"<details><summary>{esc(r['backend'])}: step-1 gradients, tensor by tensor</summary>"
-                            + table(["tensor", "max error", "% of tolerance"], grow) + "</details>")
+        body += [_gradients(r) for r in doc["runs"] if r.get("gradients")]
         charts = []
         for stem, what in ((f"loss_{model}", "loss curves, with the float64 curve"),
                            (f"step_time_{model}", "step time per backend"),
@@ -374,6 +369,12 @@ def training(model: str, machines: list[Machine]) -> str:
                 f'<div class="lang"><h4>{esc(b)}</h4><pre class="sample">{esc(s)}</pre></div>' for b, s in samples)
                 + "</div>")
     return page(f"train {model}", "\n".join(body), [("index", "index.html")])
+
+
+def _gradients(run: dict) -> str:
+    rows = [[esc(n), fmt_num(g.get("max_abs_err"), 2), fmt_pct(g["tol_used_pct"])] for n, g in run["gradients"].items()]
+    return (f"<details><summary>{esc(run['backend'])}: step-1 gradients, tensor by tensor</summary>"
+            + table(["tensor", "max error", "% of tolerance"], rows) + "</details>")
 
 
 def training_gpt(model: str, machines: list[Machine]) -> str:
@@ -409,12 +410,7 @@ def training_gpt(model: str, machines: list[Machine]) -> str:
                              fmt_pct(a.get("tol_used_pct")), fmt_pct(max(grads)) if grads else "—", _status(r)])
             body.append(table(["backend", "step", "IQR", "tokens/s", "× Python", "× NumPy", "× PyTorch", "val loss",
                                "agreement", "gradients", "status"], rows, numeric_from=1))
-            for r in p["runs"]:
-                if r.get("gradients"):
-                    grow = [[esc(n), fmt_num(g.get("max_abs_err"), 2), fmt_pct(g["tol_used_pct"])]
-                            for n, g in r["gradients"].items()]
-                    body.append(f"<details><summary>{esc(r['backend'])}: step-1 gradients, tensor by tensor</summary>"
-                                + table(["tensor", "max error", "% of tolerance"], grow) + "</details>")
+            body += [_gradients(r) for r in p["runs"] if r.get("gradients")]
         charts = []
         for stem, what in ((f"loss_{model}", "loss curves and the unigram baseline"),
                            (f"step_time_{model}", "step time per backend and configuration"),
