@@ -274,9 +274,6 @@ def cmd_train_gpt(args) -> int:
                          seed=args.seed, vocab=text.load().vocab)
     except InputError as e:
         raise UsageError(str(e)) from None
-    if cfg.context > 1024 or cfg.head_dim > 128:
-        raise UsageError(f"context {cfg.context}, head_dim {cfg.head_dim}: the kernels take context <= 1024 "
-                         f"and channels / heads <= 128 (CUDA's flash attention keeps a head's row in registers)")
     machine, out, preferred = _training_setup(args, names)
     result = tg.train(names, cfg, preferred=preferred, progress=RichProgress())
     doc = gpt_report.document(result, _training_env(machine, names))

@@ -10,7 +10,6 @@ One seeded generator per run, so every backend sees the same windows in the same
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +86,3 @@ def evaluation_batches(ids: np.ndarray, batch: int, context: int, count: int) ->
     return [(window[i * batch:(i + 1) * batch, :-1].copy(), window[i * batch:(i + 1) * batch, 1:].copy())
             for i in range(count)]
 
-
-def bits(nats: float) -> float:
-    return nats / math.log(2)

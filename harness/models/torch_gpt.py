@@ -8,8 +8,6 @@ independently of the op layer, and its step time is the one a user would compare
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import gpt
@@ -20,7 +18,7 @@ class TorchGPT:
         import torch
         self.torch, self.cfg = torch, cfg
         self.params = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in weights.items()}
-        self.opt = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+        self.opt = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr_at(1), betas=(cfg.beta1, cfg.beta2),
                                      eps=cfg.eps, weight_decay=cfg.weight_decay)
 
     def logits(self, idx):
@@ -43,7 +41,12 @@ class TorchGPT:
         logits = self.logits(idx)
         return self.torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
-    def step(self, idx, targets) -> float:
+    def set_lr(self, t: int) -> None:
+        for group in self.opt.param_groups:            # the same warm-up as the op-layer model
+            group["lr"] = self.cfg.lr_at(t)
+
+    def step(self, t, idx, targets) -> float:
+        self.set_lr(t)
         self.opt.zero_grad(set_to_none=False)
         loss = self.loss(idx, targets)
         loss.backward()
@@ -65,6 +68,3 @@ def available() -> str | None:
         return f"torch is not installed ({type(e).__name__}); pip install torch==2.13.0 for the CPU build"
     return None
 
-
-def perplexity(nats: float) -> float:
-    return math.exp(nats)
