@@ -214,6 +214,7 @@ def run_backend(name: str, plan: Plan, corpus, weights, batches, evals, ref: Ref
             t0 = time.perf_counter()
             model.tune(lambda p: b.variants(p)[-TUNE_LAST:], keep=keep)
             run.tune_s = time.perf_counter() - t0
+        model.poison()                        # step 1 is judged on what its own calls write
         run.variants = model.variant_summary()
         run.call_info = {s.name: {"primitive": s.primitive, "phase": s.phase} for s in model.specs}
         _train(run, model, ops, steps, batches, ref, progress, gpu=b.device == "gpu")

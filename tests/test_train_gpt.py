@@ -243,3 +243,19 @@ def test_the_committed_run_learned_the_corpus_and_every_backend_agreed():
         assert r["sample"].startswith(doc["sampling"]["prompt"])
     python = _by(doc["plans"][1], "python")
     assert python["status"] == "pass" and python["steps"] == tg.PYTHON_STEPS
+
+
+def test_poison_fills_activations_and_gradients_and_spares_weights_moments_and_batch():
+    from harness import backends as registry
+    ops = registry.get("numpy").ops()
+    m = gpt.GPT.build(ops, TINY, lambda p: "numpy", gpt.initial_weights(TINY))
+    m.load_batch(*text.batches(CORPUS.train, TINY.batch, TINY.context, 1, 0)[0])
+    m.forward_backward()
+    m.poison()
+    assert np.isnan(ops.download(m.buf["logits"])).all() and np.isnan(ops.download(m.buf["d.wte"])).all()
+    assert np.isnan(ops.download(m.buf["h0.att"])).all()
+    assert np.isfinite(ops.download(m.buf["wte"])).all() and not np.isnan(ops.download(m.buf["m.wte"])).any()
+    assert (ops.download(m.buf["idx"]) >= 0).all()
+    m.forward_backward()                                    # every call writes its outputs again
+    assert all(np.isfinite(g).all() for g in m.gradients().values())
+    m.close()

@@ -377,6 +377,16 @@ class GPT:
                 self.site_variants[s.name] = v
             self.calls[s.name].run()
 
+    def poison(self) -> None:
+        """NaN into every activation and gradient buffer (not the weights, the moments or the
+        batch): what a call leaves unwritten then shows as NaN, never as a value left over
+        from an earlier call (tuning runs every candidate on the same buffers)."""
+        keep = set(parameter_shapes(self.cfg)) | {"idx", "targets"}
+        for name, b in self.buf.items():
+            if "@" in name or name in keep or name.startswith(("m.", "v.")):
+                continue
+            self.ops.poison(b)
+
     def variant_summary(self) -> dict[str, str]:
         """primitive -> its variant, or each variant with its number of call sites."""
         from collections import Counter

@@ -90,6 +90,7 @@ def _cfg_line(c: dict) -> str:
 
 
 def markdown(doc: dict) -> str:
+    from .. import train_gpt as tg
     from .report import fmt_time, fmt_x
     env, corpus = doc["env"], doc["corpus"]
     lines = [f"Machine: **{env.get('machine')}** — {env.get('cpu_model')}, {env.get('cpu_cores')} cores"
@@ -98,7 +99,7 @@ def markdown(doc: dict) -> str:
              f"Character-level GPT-2 on {corpus['file']} ({corpus['characters']:,} characters, {corpus['vocab']} "
              f"distinct; the last 10 % held out). The unigram baseline (each character predicted by its training "
              f"frequency) is **{corpus['unigram_baseline']:.3f} nats** per character on the held-out text. Step time: "
-             f"median after {mlp_train.AGREE_STEPS} judged steps and 10 of warm-up; agreement: the worst of steps "
+             f"median after {tg.AGREE_STEPS} judged steps and {tg.WARMUP_STEPS} of warm-up; agreement: the worst of steps "
              f"1-{doc['agreement']['steps']} against float64, as % of {doc['agreement']['loss_rtol']:g} (1 + |loss|); "
              f"gradients: the worst parameter tensor at step 1, as % of its tolerance.", ""]
     for p in doc["plans"]:
