@@ -80,13 +80,16 @@ from std.sys.intrinsics import masked_load, masked_store
 from std.utils.numerics import neg_inf
 from max.algorithm import parallelize
 
-from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
+from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, exp_or_zero, new_module
 
 comptime Vec = SIMD[DType.float32, F32_WIDTH]
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when the
-# VM has parked them (measured on a 2-vCPU VM): below this many multiply-adds (~0.2 ms of
-# work) a call stays on one thread.
-comptime MIN_PARALLEL_FMAS = 1 << 22
+# VM has parked them (measured on a 2-vCPU VM), and inside a training step they are
+# usually parked: the call before was a one-thread one. Below this many multiply-adds of
+# QK^T (as many again for PV; ~0.6 ms of work) a call stays on one thread. The default
+# GPT's attention (batch x heads = 32, T = 64, d = 16: 2.1M) stays on one; the 10.8M
+# model's (24, 256, 64: 50M) is split.
+comptime MIN_PARALLEL_FMAS = 1 << 24
 
 # The register tiles. AVX-512 has 32 vector registers: 6 x 4 accumulators + 4 loaded
 # vectors + 1 broadcast = 29. AVX2 has 16: 6 x 2 + 2 + 1 = 15.
@@ -106,21 +109,6 @@ def first_lanes(count: Int) -> SIMD[DType.bool, F32_WIDTH]:
 
 def inv_sqrt(head_dim: Int) -> Float32:
     return Float32(1) / sqrt(Float32(head_dim))
-
-
-comptime EXP_FLOOR = -80.0
-
-
-def exp_or_zero(x: Vec) -> Vec:
-    """exp(x), and exactly 0 for x < -80 (masked scores are -inf). Not for accuracy but for
-    speed: an exp that underflows returns a denormal, and every later operation on a
-    denormal takes a microcode assist of ~100 cycles unless the thread flushes denormals
-    to zero. Mojo's worker threads do; the Python thread that runs a one-thread call does
-    not (measured: the flash forward at batch x heads = 32, T = 64, d = 16, one key block
-    with half its scores masked, took 3.2 ms on the Python thread with exp, 0.13 ms with
-    this; the backward 2.6 ms at T = 32). exp(-80) = 1.8e-35 is
-    still a normal float32, and a term that small cannot move a sum that holds a 1."""
-    return x.ge(Vec(EXP_FLOOR)).select(exp(max(x, Vec(EXP_FLOOR))), Vec(0))
 
 
 # ----------------------------------------------------------------------------- naive

@@ -59,7 +59,7 @@ from std.sys.intrinsics import masked_load, masked_store
 from std.utils.numerics import nan, neg_inf
 from max.algorithm import parallelize
 
-from python_entry import Args, F32Ptr, F32_WIDTH, I64Ptr, add_variant, new_module
+from python_entry import Args, F32Ptr, F32_WIDTH, I64Ptr, add_variant, exp_or_zero, new_module
 
 comptime Vec = SIMD[DType.float32, F32_WIDTH]
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
@@ -122,10 +122,10 @@ def row_max_sum(xr: F32Ptr, classes: Int) -> Tuple[Float32, Float32]:
         mv = max(mv, xr.unsafe_load[width=F32_WIDTH](j))
         j += F32_WIDTH
     var m = mv.reduce_max()
-    var sv = exp(x_tail - m)                          # lanes past the row: exp(-inf) = 0
+    var sv = exp_or_zero(x_tail - m)                  # lanes past the row: -inf gives exactly 0
     j = 0
     while j < full:
-        sv += exp(xr.unsafe_load[width=F32_WIDTH](j) - m)
+        sv += exp_or_zero(xr.unsafe_load[width=F32_WIDTH](j) - m)
         j += F32_WIDTH
     return (m, sv.reduce_add())
 
@@ -209,11 +209,11 @@ def gradient_rows(logits: F32Ptr, labels: I64Ptr, dlogits: F32Ptr, first: Int, l
             mv = max(mv, xr.unsafe_load[width=F32_WIDTH](j))
             j += F32_WIDTH
         var m = mv.reduce_max()
-        var e_tail = exp(x_tail - m)                 # pass 2: dlogits = exp(x - m), summed
+        var e_tail = exp_or_zero(x_tail - m)         # pass 2: dlogits = exp(x - m), summed
         var sv = e_tail
         j = 0
         while j < full:
-            var e = exp(xr.unsafe_load[width=F32_WIDTH](j) - m)
+            var e = exp_or_zero(xr.unsafe_load[width=F32_WIDTH](j) - m)
             dr.unsafe_store[width=F32_WIDTH](j, e)
             sv += e
             j += F32_WIDTH
@@ -226,7 +226,7 @@ def gradient_rows(logits: F32Ptr, labels: I64Ptr, dlogits: F32Ptr, first: Int, l
         if full < classes:
             masked_store[F32_WIDTH](e_tail * scale, dr.unsafe_offset(full), tail)
         # The label's element: (p - 1) / batch, from its exp (recomputed: one exp per row).
-        dr[unsafe_offset=label] = (exp(xr[unsafe_offset=label] - m) * inv - 1) * inv_batch
+        dr[unsafe_offset=label] = (exp_or_zero(xr[unsafe_offset=label] - m) * inv - 1) * inv_batch
 
 
 def cross_entropy_backward_simd(logits: F32Ptr, labels: I64Ptr, dlogits: F32Ptr, batch: Int, classes: Int):
@@ -279,7 +279,7 @@ def lane_rows(xb: F32Ptr, labels: I64Ptr, r0: Int, rows: Int, classes: Int) -> L
         m = max(m, xb.unsafe_gather[width=F32_WIDTH](offset + Int32(j), valid, Vec(0)))
     var s = Vec(0)
     for j in range(classes):                         # pass 2: each lane's sum
-        s += exp(xb.unsafe_gather[width=F32_WIDTH](offset + Int32(j), valid, Vec(0)) - m)
+        s += exp_or_zero(xb.unsafe_gather[width=F32_WIDTH](offset + Int32(j), valid, Vec(0)) - m)
     var lab = masked_load[F32_WIDTH](labels.unsafe_offset(r0), valid, Labels(0))
     var ok = valid & lab.ge(Labels(0)) & lab.lt(Labels(Int64(classes)))
     return LaneRows(offset, valid, ok, ok.select(lab, Labels(0)).cast[DType.int32](), m, s)
@@ -311,7 +311,7 @@ def gradient_rows_adaptive(
         var inv = 1 / b.sum
         var bad = b.valid & ~b.label_ok
         for j in range(classes):                     # pass 3: (p - onehot) / batch, scattered back
-            var p = exp(xb.unsafe_gather[width=F32_WIDTH](b.offset + Int32(j), b.valid, Vec(0)) - b.max) * inv
+            var p = exp_or_zero(xb.unsafe_gather[width=F32_WIDTH](b.offset + Int32(j), b.valid, Vec(0)) - b.max) * inv
             var g = b.label.eq(Lanes(Int32(j))).select(p - 1, p) * inv_batch
             db.unsafe_scatter[width=F32_WIDTH](b.offset + Int32(j), bad.select(Vec(nan[DType.float32]()), g), b.valid)
 

@@ -138,9 +138,13 @@ def matmul_vectorized(a: F32Ptr, b: F32Ptr, c: F32Ptr, m: Int, k: Int, n: Int):
 # ----------------------------------------------------------------------------- parallel
 
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
-# the VM has parked them (measured on a 2-vCPU VM): below this many multiply-adds
-# (~0.2 ms of work) the call stays on one thread.
-comptime MIN_PARALLEL_FMAS = 1 << 22
+# the VM has parked them (measured on a 2-vCPU VM), and inside a training step they are
+# usually parked: the call before was a one-thread one. Splitting saves half of the
+# call's time, so it pays only once the call is worth more than twice that: below this
+# many multiply-adds (~0.7 ms of work on one core) the call stays on one thread.
+# (Measured in the default GPT's step: its fc, 512 x 64 x 256 = 8.4M, took 590 us a
+# call on two threads under the old threshold of 4M, and 100 us on one.)
+comptime MIN_PARALLEL_FMAS = 1 << 26
 
 
 def matmul_parallel(a: F32Ptr, b: F32Ptr, c: F32Ptr, m: Int, k: Int, n: Int):

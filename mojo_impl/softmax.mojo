@@ -55,7 +55,7 @@ from std.runtime import parallelism_level
 from std.utils.numerics import neg_inf
 from max.algorithm import parallelize
 
-from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
+from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, exp_or_zero, new_module
 
 comptime Vec = SIMD[DType.float32, F32_WIDTH]
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
@@ -92,8 +92,8 @@ def online_max_sum(xr: F32Ptr, cols: Int) -> Tuple[Float32, Float32]:
         var v = xr.unsafe_load[width=F32_WIDTH](j)
         var m_new = max(m, v)
         # Rescale what each lane summed so far to its new max, then add the new terms.
-        # A lane that has seen nothing has m = -inf and s = 0: exp(-inf) = 0 keeps s = 0.
-        s = s * exp(m - m_new) + exp(v - m_new)
+        # A lane that has seen nothing has m = -inf and s = 0: exp_or_zero(-inf) = 0 keeps s = 0.
+        s = s * exp_or_zero(m - m_new) + exp_or_zero(v - m_new)
         m = m_new
         j += F32_WIDTH
     # Scalar tail: the last cols % width elements, with the same recurrence.
@@ -102,12 +102,12 @@ def online_max_sum(xr: F32Ptr, cols: Int) -> Tuple[Float32, Float32]:
     while j < cols:
         var v = xr[unsafe_offset=j]
         var m_new = max(m_tail, v)
-        s_tail = s_tail * exp(m_tail - m_new) + exp(v - m_new)
+        s_tail = s_tail * exp_or_zero(m_tail - m_new) + exp_or_zero(v - m_new)
         m_tail = m_new
         j += 1
     # Merge the lanes and the tail: bring every partial sum to the row max.
     var row_max = max(m.reduce_max(), m_tail)
-    var row_sum = (s * exp(m - row_max)).reduce_add() + s_tail * exp(m_tail - row_max)
+    var row_sum = (s * exp_or_zero(m - row_max)).reduce_add() + s_tail * exp_or_zero(m_tail - row_max)
     return (row_max, row_sum)
 
 
@@ -115,10 +115,10 @@ def write_normalised(xr: F32Ptr, yr: F32Ptr, cols: Int, row_max: Float32, row_su
     var inv = 1 / row_sum
     var j = 0
     while j + F32_WIDTH <= cols:
-        yr.unsafe_store[width=F32_WIDTH](j, exp(xr.unsafe_load[width=F32_WIDTH](j) - row_max) * inv)
+        yr.unsafe_store[width=F32_WIDTH](j, exp_or_zero(xr.unsafe_load[width=F32_WIDTH](j) - row_max) * inv)
         j += F32_WIDTH
     while j < cols:
-        yr[unsafe_offset=j] = exp(xr[unsafe_offset=j] - row_max) * inv
+        yr[unsafe_offset=j] = exp_or_zero(xr[unsafe_offset=j] - row_max) * inv
         j += 1
 
 
@@ -182,13 +182,13 @@ def fused_rows(x: F32Ptr, y: F32Ptr, first: Int, last: Int, cols: Int):
         var s = Vec(0)                               # pass 2: y = exp(x - m), summed
         var j = 0
         while j + F32_WIDTH <= cols:
-            var e = exp(xr.unsafe_load[width=F32_WIDTH](j) - m)
+            var e = exp_or_zero(xr.unsafe_load[width=F32_WIDTH](j) - m)
             yr.unsafe_store[width=F32_WIDTH](j, e)
             s += e
             j += F32_WIDTH
         var total = s.reduce_add()
         while j < cols:
-            var e = exp(xr[unsafe_offset=j] - m)
+            var e = exp_or_zero(xr[unsafe_offset=j] - m)
             yr[unsafe_offset=j] = e
             total += e
             j += 1

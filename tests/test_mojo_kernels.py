@@ -73,7 +73,7 @@ def test_repeated_calls_give_the_same_result(backend, primitive, variant):
 # 32 and 16 columns, full and masked; AVX2: 16 and 8), odd row counts (13: a partial row
 # tile), the training step's shapes, and one just past the threshold to the tiled path.
 MATMUL_SWEEP = [(13, 7, n) for n in (1, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 96, 130)] + [
-    (64, 64, 256), (64, 256, 10), (256, 64, 10), (64, 10, 256), (1, 300, 3), (300, 3, 1), (128, 256, 129)]
+    (64, 64, 256), (64, 256, 10), (256, 64, 10), (64, 10, 256), (1, 300, 3), (300, 3, 1), (257, 1025, 257)]
 
 
 @pytest.mark.parametrize("primitive", ["matmul", "matmul_backward"])
@@ -183,3 +183,72 @@ def test_narrow_rows_in_lanes_split_over_threads(backend, primitive):
             inputs = case(prim, dims, dist)
             v = verify(prim, inputs, kernel.bind(inputs).run(), dims)
             assert v.ok, f"{prim.shape_label(dims)} {dist}: {v.message}"
+
+
+def _threshold(stem: str) -> int:
+    """MIN_PARALLEL_FMAS as the .mojo file sets it (comptime MIN_PARALLEL_FMAS = 1 << n)."""
+    import re
+    from harness.backends.mojo.backend import MojoBackend
+    src = (MojoBackend().source(stem)).read_text()
+    return 1 << int(re.search(r"comptime MIN_PARALLEL_FMAS = 1 << (\d+)", src).group(1))
+
+
+# Sizes past each file's one-thread threshold, so that the split over the worker threads
+# is verified: C by row blocks and by column panels (odd edges both ways), and the
+# attention units of several heads and query blocks.
+THREADED = [("matmul", v, d) for v in ("parallel", "tiled", "adaptive") for d in ((257, 1025, 257), (1000, 1100, 65))] + \
+    [("matmul_backward", v, d) for v in ("tiled", "adaptive") for d in ((257, 1025, 257), (1000, 1100, 65))] + \
+    [("attention", v, (2, 4, 257, 64)) for v in ("parallel", "flash")] + \
+    [("attention_backward", "flash", (2, 4, 257, 64)), ("attention_backward", "flash", (2, 5, 300, 40))]
+
+
+@pytest.mark.parametrize("primitive,variant,dims", THREADED, ids=[f"{p}-{v}-{d}" for p, v, d in THREADED])
+def test_the_threaded_paths_match_reference(backend, primitive, variant, dims):
+    prim = catalogue.get(primitive)
+    if primitive.startswith("matmul"):
+        fmas, stem = dims[0] * dims[1] * dims[2], "matmul"
+    else:
+        b, h, t, d = dims
+        fmas, stem = b * h * t * (t + 1) // 2 * d, "attention"
+    assert fmas >= _threshold(stem), f"{dims} no longer reaches {stem}'s threaded path"
+    kernel = backend.prepare(primitive, variant)
+    for dist in prim.all_distributions:
+        inputs = case(prim, dims, dist)
+        v = verify(prim, inputs, kernel.bind(inputs).run(), dims)
+        assert v.ok, f"{prim.shape_label(dims)} {dist}: {v.message}"
+
+
+SOFTMAXES = [(p, v) for p in ("softmax", "cross_entropy", "cross_entropy_backward")
+             for v in MojoBackend().variants(p) if v != "scalar"]
+
+
+@pytest.mark.parametrize("primitive,variant", SOFTMAXES, ids=[f"{p}-{v}" for p, v in SOFTMAXES])
+def test_underflowing_exps_are_exact_zeros_and_nan_stays_nan(backend, primitive, variant):
+    """The vector softmaxes take exp through exp_or_zero (python_entry.mojo): Mojo's exp
+    gives a denormal for -inf and anything below -87, and denormals are slow on the
+    Python thread. A term under e^-80 must still come out exactly 0 (never a denormal,
+    never NaN), and a NaN logit must still poison its row rather than vanish."""
+    prim = catalogue.get(primitive)
+    rows, cols = 3, 37                                    # two full vectors and a masked tail
+    x = np.zeros((rows, cols), np.float32)
+    x[0, 5] = 200.0                                       # every other term is e^-200
+    x[1] = np.linspace(0, -1e4, cols, dtype=np.float32)   # a spread far past the floor
+    x[2, 7] = np.nan
+    ops = backend.ops()                                   # the op layer: no refusal of NaN inputs
+    if primitive == "softmax":
+        bufs = {"x": ops.upload(x), "y": ops.empty((rows, cols))}
+    else:
+        bufs = {"logits": ops.upload(x), "labels": ops.upload(np.array([5, 0, 1], np.int64))}
+        bufs.update({"dlogits": ops.empty((rows, cols))} if primitive.endswith("backward")
+                    else {"losses": ops.empty((rows,)), "loss": ops.empty(())})
+    ops.call(primitive, variant, bufs).run()
+    y = ops.download(bufs[{"softmax": "y", "cross_entropy": "losses"}.get(primitive, "dlogits")])
+    assert np.isnan(y[2]).all() if y.ndim == 2 else np.isnan(y[2])
+    if primitive == "softmax":
+        assert y[0, 5] == 1 and (np.delete(y[0], 5) == 0).all()
+        assert y[1, 0] == 1 and (y[1, 1:] == 0).all()
+    elif primitive == "cross_entropy_backward":
+        assert y[0, 5] == 0 and (np.delete(y[0], 5) == 0).all()         # p = 1 at the label: (1 - 1) / 3
+        assert (y[1, 1:] == 0).all() and y[1, 0] == 0
+    else:
+        assert y[0] == 0 and y[1] == 0                    # the label holds all the mass

@@ -259,3 +259,52 @@ def test_poison_fills_activations_and_gradients_and_spares_weights_moments_and_b
     m.forward_backward()                                    # every call writes its outputs again
     assert all(np.isfinite(g).all() for g in m.gradients().values())
     m.close()
+
+
+class _CostedOps:
+    """The Mojo op layer with a made-up clock: time(fn) runs fn and returns the cost table's
+    seconds for fn's (primitive, variant), recording which call site was timed, in order."""
+
+    def __init__(self, ops, cost):
+        self._ops, self._cost, self.timed = ops, cost, []
+
+    def __getattr__(self, name):
+        return getattr(self._ops, name)
+
+    def call(self, primitive, variant, buffers, scalars=None):
+        c = self._ops.call(primitive, variant, buffers, scalars)
+        c.kr_variant = (primitive, variant)
+        return c
+
+    def time(self, fn):
+        fn()
+        primitive, variant = fn.__self__.kr_variant
+        self.timed.append((primitive, variant))
+        return self._cost(primitive, variant)
+
+
+def test_tuning_times_candidates_inside_step_order_passes_and_keeps_the_fastest(mojo_backend):
+    """GPT.tune runs whole forward+backward passes: each pass times every tunable site once,
+    in step order; a candidate more than PRUNE times slower than the best is timed in the
+    first round only; the choice is the median's minimum, here the middle of three
+    candidates (never the default last one), and AdamW is never timed."""
+    from harness import backends as registry
+    b = registry.get("mojo")
+    cands = {p: b.variants(p)[-3:] for p in ("gelu", "layernorm", "matmul")}
+    cost = lambda p, v: {0: 3.0, 1: 1.0, 2: 1.5}[cands[p].index(v)] if p in cands else 1.0
+    ops = _CostedOps(b.ops(), cost)
+    m = gpt.GPT.build(ops, TINY, lambda p: b.variants(p)[-1], gpt.initial_weights(TINY))
+    m.load_batch(*text.batches(CORPUS.train, TINY.batch, TINY.context, 1, 0)[0])
+    m.tune(lambda p: cands.get(p, [b.variants(p)[-1]]), rounds=3)
+    tuned = [s for s in m.specs if s.primitive in cands]
+    assert all(m.site_variants[s.name] == cands[s.primitive][1] for s in tuned)
+    assert all(p in cands for p, _ in ops.timed)                     # single-candidate sites are not timed
+    passes = 3 * 3                                                   # rounds x the widest candidate list
+    assert len(ops.timed) == passes * len(tuned)
+    first_round = ops.timed[:3 * len(tuned)]
+    assert {v for _, v in first_round} == {v for c in cands.values() for v in c}
+    assert all(v != cands[p][0] for p, v in ops.timed[3 * len(tuned):])    # pruned: 3.0 > 2 x 1.0
+    order = [s.primitive for s in tuned]
+    assert [p for p, _ in ops.timed[:len(tuned)]] == order           # one pass: the sites in step order
+    assert np.isfinite(ops.download(m.buf["logits"])).all()          # buffers as the chosen variants write them
+    m.close()

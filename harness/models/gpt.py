@@ -140,6 +140,10 @@ def initial_weights(cfg: Config) -> dict[str, np.ndarray]:
     return out
 
 
+TUNE_ROUNDS = 3            # timed passes per candidate when tuning (GPT.tune)
+PRUNE = 2.0                # a candidate this many times slower than its site's best is dropped
+
+
 @dataclass
 class CallSpec:
     name: str
@@ -342,40 +346,68 @@ class GPT:
                        v=self._view("v." + name, (n,)))
 
     # ------------------------------------------------------------------ choosing variants
-    def tune(self, candidates_of, keep: set | None = None) -> None:
-        """Give each call site the fastest of its candidate variants, timed on its own
-        buffers: candidates_of(primitive) lists them. Run after a batch is loaded: the calls
-        run in step order, so every call is timed on the inputs the calls before it wrote,
-        as in training (garbage inputs could hold denormals, and time those). Call sites of
-        the same primitive and shapes share one choice. AdamW updates its tensors in place,
-        so it is never timed here; nor are the primitives in `keep` (a user's --variants).
-        The choice changes speed only: every variant is verified by the test suite, and the
+    def tune(self, candidates_of, keep: set | None = None, rounds: int = TUNE_ROUNDS) -> None:
+        """Give each call site the fastest of its candidate variants: candidates_of(primitive)
+        lists them. Run after a batch is loaded. Candidates are timed INSIDE whole forward and
+        backward passes, in step order, each call after the calls that precede it in training:
+        so a call finds the caches as the step leaves them (an elementwise op fed by a matmul
+        reads its input from memory, not from a warm L2) and the worker threads as the call
+        before left them (asleep after a one-thread call: a parallel variant pays to wake
+        them). Timed alone and back to back instead, every input is in cache and the workers
+        awake: on the 10.8 M model that made gelu's one-thread variant look as fast as its
+        parallel one (0.45 ms each), where in the step it takes twice as long.
+        Pass r runs candidate (r + site index) % count at each site, so that neighbouring
+        sites do not switch variants together; after the first round, a candidate more than
+        PRUNE times slower than its site's best is dropped (the scalar ladders' first rungs).
+        Call sites of the same primitive and shapes share one choice, from the median of all
+        their samples. Inputs are always what the calls before wrote, as in training (garbage
+        inputs could hold denormals, and time those). AdamW updates its tensors in place, so
+        it is never timed here; nor are the primitives in `keep` (a user's --variants). The
+        choice changes speed only: every variant is verified by the test suite, and the
         training run's agreement checks the whole step again."""
-        chosen: dict = {}
-        for s in self.specs:
-            if s.phase == "update":
-                continue
-            cands = [] if (keep and s.primitive in keep) else list(candidates_of(s.primitive))
-            if len(cands) < 2:
-                self.calls[s.name].run()
-                continue
-            key = (s.primitive, tuple((t, self.buf[b].shape) for t, b in sorted(s.tensors.items())))
-            if key not in chosen:
-                best = None
-                for v in cands:
-                    c = self.ops.call(s.primitive, v, {t: self.buf[b] for t, b in s.tensors.items()})
-                    c.run()                                             # warm: code, caches, threads
-                    t = min(self.ops.time(c.run) for _ in range(3))
-                    c.close()
-                    if best is None or t < best[1]:
-                        best = (v, t)
-                chosen[key] = best[0]
-            v = chosen[key]
-            if v != self.site_variants.get(s.name):
-                self.calls[s.name].close()
-                self.calls[s.name] = self.ops.call(s.primitive, v, {t: self.buf[b] for t, b in s.tensors.items()})
-                self.site_variants[s.name] = v
-            self.calls[s.name].run()
+        sites = [s for s in self.specs if s.phase != "update"]
+        key_of = {s.name: (s.primitive, tuple((t, self.buf[b].shape) for t, b in sorted(s.tensors.items())))
+                  for s in sites}
+        cands: dict = {}
+        for s in sites:
+            c = [] if (keep and s.primitive in keep) else list(candidates_of(s.primitive))
+            if len(c) >= 2:
+                cands.setdefault(key_of[s.name], c)
+        calls: dict = {}                                  # (site, variant) -> a bound call
+
+        def call(s, v):
+            if v == self.site_variants.get(s.name):
+                return self.calls[s.name]
+            if (s.name, v) not in calls:
+                calls[s.name, v] = self.ops.call(s.primitive, v, {t: self.buf[b] for t, b in s.tensors.items()})
+            return calls[s.name, v]
+
+        samples: dict = {key: {v: [] for v in c} for key, c in cands.items()}
+        width = max((len(c) for c in cands.values()), default=1)
+        for r in range(rounds * width):
+            if r == width:                                # every candidate timed once: prune
+                for key, by in samples.items():
+                    best = min(min(t) for t in by.values() if t)
+                    cands[key] = [v for v in cands[key] if by[v] and min(by[v]) <= PRUNE * best]
+            for idx, s in enumerate(sites):
+                c = cands.get(key_of[s.name])
+                if not c:
+                    self.calls[s.name].run()
+                    continue
+                v = c[(r + idx) % len(c)]
+                samples[key_of[s.name]][v].append(self.ops.time(call(s, v).run))
+        for key, by in samples.items():
+            cands_left = cands[key]
+            choice = min(cands_left, key=lambda v: float(np.median(by[v])))
+            for s in sites:
+                if key_of[s.name] == key and choice != self.site_variants.get(s.name):
+                    self.calls[s.name].close()
+                    self.calls[s.name] = calls.pop((s.name, choice), None) or \
+                        self.ops.call(s.primitive, choice, {t: self.buf[b] for t, b in s.tensors.items()})
+                    self.site_variants[s.name] = choice
+        for c in calls.values():
+            c.close()
+        self.forward_backward()                          # every buffer as the chosen variants write it
 
     def poison(self) -> None:
         """NaN into every activation and gradient buffer (not the weights, the moments or the
