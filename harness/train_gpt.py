@@ -88,6 +88,7 @@ class GPTRun:
     val_loss: float | None = None
     sample: str | None = None
     tune_s: float | None = None
+    tune_check: dict | None = None                         # GPT.tune's whole-pass check
     speedup_vs_python: float | None = None
     speedup_vs_numpy: float | None = None
     speedup_vs_torch: float | None = None
@@ -105,6 +106,7 @@ class GPTRun:
                 "breakdown": {k: float(np.median(v)) for k, v in self.breakdown.items()},
                 "calls": self.call_info, "agreement": self.agreement, "gradients": self.gradients,
                 "val_loss": self.val_loss, "sample": self.sample, "tune_s": self.tune_s,
+                "tune_check": self.tune_check,
                 "speedup_vs_python": self.speedup_vs_python, "speedup_vs_numpy": self.speedup_vs_numpy,
                 "speedup_vs_torch": self.speedup_vs_torch}
 
@@ -214,6 +216,7 @@ def run_backend(name: str, plan: Plan, corpus, weights, batches, evals, ref: Ref
             t0 = time.perf_counter()
             model.tune(lambda p: b.variants(p)[-TUNE_LAST:], keep=keep)
             run.tune_s = time.perf_counter() - t0
+            run.tune_check = model.check
         model.poison()                        # step 1 is judged on what its own calls write
         run.variants = model.variant_summary()
         run.call_info = {s.name: {"primitive": s.primitive, "phase": s.phase} for s in model.specs}

@@ -36,7 +36,7 @@ from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
 # the VM has parked them (measured on a 2-vCPU VM): each worker gets at least this many
 # elements, ~0.2 ms of work, or the call stays on one thread.
-comptime MIN_PER_WORKER = 1 << 19
+comptime MIN_PER_WORKER = 1 << 17
 
 
 def add_scalar(a: F32Ptr, b: F32Ptr, y: F32Ptr, n: Int):

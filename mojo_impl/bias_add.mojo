@@ -44,7 +44,7 @@ comptime BLOCK = 4
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
 # the VM has parked them (measured on a 2-vCPU VM): each worker gets at least this many
 # elements, ~0.2 ms of work, or the call stays on one thread.
-comptime MIN_PER_WORKER = 1 << 19
+comptime MIN_PER_WORKER = 1 << 17
 
 
 def first_lanes(count: Int) -> SIMD[DType.bool, F32_WIDTH]:

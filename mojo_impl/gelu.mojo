@@ -47,7 +47,7 @@ comptime CUBIC: Float32 = 0.044715
 # Starting the worker threads costs 10 us when they are awake and up to ~500 us when
 # the VM has parked them (measured on a 2-vCPU VM): each worker gets at least this many
 # elements, ~0.2 ms of work, or the call stays on one thread.
-comptime MIN_PER_WORKER = 1 << 18
+comptime MIN_PER_WORKER = 1 << 17
 
 
 def gelu_scalar(x: F32Ptr, y: F32Ptr, n: Int):

@@ -35,7 +35,7 @@ from python_entry import Args, F32Ptr, F32_WIDTH, add_variant, new_module
 comptime Vec = SIMD[DType.float32, F32_WIDTH]
 # Waking the workers costs 10-500 us on a 2-vCPU VM: each gets at least this many floats
 # (~0.5 ms of copying), or the call stays on one thread.
-comptime MIN_PER_WORKER = 1 << 18
+comptime MIN_PER_WORKER = 1 << 17
 
 
 def first_lanes(count: Int) -> SIMD[DType.bool, F32_WIDTH]:

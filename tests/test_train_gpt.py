@@ -263,10 +263,12 @@ def test_poison_fills_activations_and_gradients_and_spares_weights_moments_and_b
 
 class _CostedOps:
     """The Mojo op layer with a made-up clock: time(fn) runs fn and returns the cost table's
-    seconds for fn's (primitive, variant), recording which call site was timed, in order."""
+    seconds for fn's (primitive, variant), recording which call site was timed, in order.
+    A whole pass (GPT.forward_backward) costs the sum over its calls, plus `penalty` for
+    each call that is not on its primitive's last candidate (the workers it lets sleep)."""
 
-    def __init__(self, ops, cost):
-        self._ops, self._cost, self.timed = ops, cost, []
+    def __init__(self, ops, cost, last=None, penalty=0.0):
+        self._ops, self._cost, self._last, self._penalty, self.timed = ops, cost, last or {}, penalty, []
 
     def __getattr__(self, name):
         return getattr(self._ops, name)
@@ -278,26 +280,37 @@ class _CostedOps:
 
     def time(self, fn):
         fn()
-        primitive, variant = fn.__self__.kr_variant
+        owner = fn.__self__
+        if isinstance(owner, gpt.GPT):
+            pv = [owner.calls[s.name].kr_variant for s in owner.specs if s.phase != "update"]
+            return sum(self._cost(p, v) + (self._penalty if p in self._last and v != self._last[p] else 0)
+                       for p, v in pv)
+        primitive, variant = owner.kr_variant
         self.timed.append((primitive, variant))
         return self._cost(primitive, variant)
+
+
+def _tuned(mojo_backend, penalty):
+    from harness import backends as registry
+    b = registry.get("mojo")
+    cands = {p: b.variants(p)[-3:] for p in ("gelu", "layernorm", "matmul")}
+    cost = lambda p, v: {0: 3.0, 1: 1.0, 2: 1.5}[cands[p].index(v)] if p in cands else 1.0
+    ops = _CostedOps(b.ops(), cost, {p: c[-1] for p, c in cands.items()}, penalty)
+    m = gpt.GPT.build(ops, TINY, lambda p: b.variants(p)[-1], gpt.initial_weights(TINY))
+    m.load_batch(*text.batches(CORPUS.train, TINY.batch, TINY.context, 1, 0)[0])
+    m.tune(lambda p: cands.get(p, [b.variants(p)[-1]]), rounds=3)
+    return m, ops, cands, [s for s in m.specs if s.primitive in cands]
 
 
 def test_tuning_times_candidates_inside_step_order_passes_and_keeps_the_fastest(mojo_backend):
     """GPT.tune runs whole forward+backward passes: each pass times every tunable site once,
     in step order; a candidate more than PRUNE times slower than the best is timed in the
     first round only; the choice is the median's minimum, here the middle of three
-    candidates (never the default last one), and AdamW is never timed."""
-    from harness import backends as registry
-    b = registry.get("mojo")
-    cands = {p: b.variants(p)[-3:] for p in ("gelu", "layernorm", "matmul")}
-    cost = lambda p, v: {0: 3.0, 1: 1.0, 2: 1.5}[cands[p].index(v)] if p in cands else 1.0
-    ops = _CostedOps(b.ops(), cost)
-    m = gpt.GPT.build(ops, TINY, lambda p: b.variants(p)[-1], gpt.initial_weights(TINY))
-    m.load_batch(*text.batches(CORPUS.train, TINY.batch, TINY.context, 1, 0)[0])
-    m.tune(lambda p: cands.get(p, [b.variants(p)[-1]]), rounds=3)
-    tuned = [s for s in m.specs if s.primitive in cands]
+    candidates (never the default last one), and AdamW is never timed. The whole-pass
+    check agrees here (no penalty), so the choice stands."""
+    m, ops, cands, tuned = _tuned(mojo_backend, penalty=0.0)
     assert all(m.site_variants[s.name] == cands[s.primitive][1] for s in tuned)
+    assert m.check["kept"] == "tuned" and m.check["tuned_s"] < m.check["last_s"]
     assert all(p in cands for p, _ in ops.timed)                     # single-candidate sites are not timed
     passes = 3 * 3                                                   # rounds x the widest candidate list
     assert len(ops.timed) == passes * len(tuned)
@@ -306,5 +319,15 @@ def test_tuning_times_candidates_inside_step_order_passes_and_keeps_the_fastest(
     assert all(v != cands[p][0] for p, v in ops.timed[3 * len(tuned):])    # pruned: 3.0 > 2 x 1.0
     order = [s.primitive for s in tuned]
     assert [p for p, _ in ops.timed[:len(tuned)]] == order           # one pass: the sites in step order
-    assert np.isfinite(ops.download(m.buf["logits"])).all()          # buffers as the chosen variants write them
+    assert np.isfinite(ops.download(m.buf["logits"])).all()          # buffers as the chosen variants write it
+    m.close()
+
+
+def test_tuning_falls_back_to_the_last_variants_when_whole_passes_say_so(mojo_backend):
+    """Each tuned call is faster alone, but every one of them costs the pass more than it
+    saves (the workers it lets sleep): the whole-pass check keeps the last variants."""
+    m, ops, cands, tuned = _tuned(mojo_backend, penalty=1.0)
+    assert m.check["kept"] == "last" and m.check["last_s"] < m.check["tuned_s"]
+    assert all(m.site_variants[s.name] == cands[s.primitive][-1] for s in tuned)
+    assert np.isfinite(ops.download(m.buf["logits"])).all()
     m.close()

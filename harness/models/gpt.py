@@ -142,6 +142,7 @@ def initial_weights(cfg: Config) -> dict[str, np.ndarray]:
 
 TUNE_ROUNDS = 3            # timed passes per candidate when tuning (GPT.tune)
 PRUNE = 2.0                # a candidate this many times slower than its site's best is dropped
+CHECK_PASSES = 3           # interleaved whole passes that judge the tuned choices against the last variants
 
 
 @dataclass
@@ -163,6 +164,7 @@ class GPT:
     specs: list = field(default_factory=list)
     calls: dict = field(default_factory=dict)
     site_variants: dict = field(default_factory=dict)    # call name -> variant
+    check: dict | None = None                            # tune's whole-pass check (see tune)
 
     # ------------------------------------------------------------------ building
     def _new(self, name, shape, dtype="float32"):
@@ -348,21 +350,32 @@ class GPT:
     # ------------------------------------------------------------------ choosing variants
     def tune(self, candidates_of, keep: set | None = None, rounds: int = TUNE_ROUNDS) -> None:
         """Give each call site the fastest of its candidate variants: candidates_of(primitive)
-        lists them. Run after a batch is loaded. Candidates are timed INSIDE whole forward and
-        backward passes, in step order, each call after the calls that precede it in training:
-        so a call finds the caches as the step leaves them (an elementwise op fed by a matmul
-        reads its input from memory, not from a warm L2) and the worker threads as the call
-        before left them (asleep after a one-thread call: a parallel variant pays to wake
-        them). Timed alone and back to back instead, every input is in cache and the workers
-        awake: on the 10.8 M model that made gelu's one-thread variant look as fast as its
+        lists them, most advanced last. Run after a batch is loaded.
+
+        Candidates are timed INSIDE whole forward and backward passes, in step order, each
+        call after the calls that precede it in training: so a call finds the caches as
+        the step leaves them (an elementwise op fed by a matmul reads its input from
+        memory, not from a warm L2) and the worker threads as the call before left them.
+        Timed alone and back to back instead, every input is in cache and the workers
+        awake: on the 10.8M model that made gelu's one-thread variant look as fast as its
         parallel one (0.45 ms each), where in the step it takes twice as long.
         Pass r runs candidate (r + site index) % count at each site, so that neighbouring
-        sites do not switch variants together; after the first round, a candidate more than
-        PRUNE times slower than its site's best is dropped (the scalar ladders' first rungs).
-        Call sites of the same primitive and shapes share one choice, from the median of all
-        their samples. Inputs are always what the calls before wrote, as in training (garbage
-        inputs could hold denormals, and time those). AdamW updates its tensors in place, so
-        it is never timed here; nor are the primitives in `keep` (a user's --variants). The
+        sites do not switch variants together; after the first round, a candidate more
+        than PRUNE times slower than its site's best is dropped (the scalar ladders' first
+        rungs). Call sites of the same primitive and shapes share one choice, from the
+        median of all their samples.
+
+        What a call's own time cannot show is what it leaves the next call: a one-thread
+        variant, fast enough alone, lets the worker threads fall asleep, and the next
+        parallel call pays to wake them. So the choices are kept only if whole passes run
+        faster with them than with every site on its last candidate (the variant that
+        uses the threads wherever they pay), timed over CHECK_PASSES interleaved passes;
+        `check` records both medians. (On the 10.8M model the per-call choices lost by
+        ~3 %: layernorm and bias_add_backward on one thread.)
+
+        Inputs are always what the calls before wrote, as in training (garbage inputs
+        could hold denormals, and time those). AdamW updates its tensors in place, so it
+        is never timed here; nor are the primitives in `keep` (a user's --variants). The
         choice changes speed only: every variant is verified by the test suite, and the
         training run's agreement checks the whole step again."""
         sites = [s for s in self.specs if s.phase != "update"]
@@ -373,14 +386,19 @@ class GPT:
             c = [] if (keep and s.primitive in keep) else list(candidates_of(s.primitive))
             if len(c) >= 2:
                 cands.setdefault(key_of[s.name], c)
-        calls: dict = {}                                  # (site, variant) -> a bound call
+        last = {key: c[-1] for key, c in cands.items()}
+        pool = {(s.name, self.site_variants[s.name]): self.calls[s.name] for s in sites}
 
-        def call(s, v):
-            if v == self.site_variants.get(s.name):
-                return self.calls[s.name]
-            if (s.name, v) not in calls:
-                calls[s.name, v] = self.ops.call(s.primitive, v, {t: self.buf[b] for t, b in s.tensors.items()})
-            return calls[s.name, v]
+        def call(s, v):                                   # (site, variant) -> its bound call, made once
+            if (s.name, v) not in pool:
+                pool[s.name, v] = self.ops.call(s.primitive, v, {t: self.buf[b] for t, b in s.tensors.items()})
+            return pool[s.name, v]
+
+        def assign(choice: dict) -> None:                 # key -> variant, for every site of the key
+            for s in sites:
+                v = choice.get(key_of[s.name])
+                if v is not None:
+                    self.calls[s.name], self.site_variants[s.name] = call(s, v), v
 
         samples: dict = {key: {v: [] for v in c} for key, c in cands.items()}
         width = max((len(c) for c in cands.values()), default=1)
@@ -396,17 +414,23 @@ class GPT:
                     continue
                 v = c[(r + idx) % len(c)]
                 samples[key_of[s.name]][v].append(self.ops.time(call(s, v).run))
-        for key, by in samples.items():
-            cands_left = cands[key]
-            choice = min(cands_left, key=lambda v: float(np.median(by[v])))
-            for s in sites:
-                if key_of[s.name] == key and choice != self.site_variants.get(s.name):
-                    self.calls[s.name].close()
-                    self.calls[s.name] = calls.pop((s.name, choice), None) or \
-                        self.ops.call(s.primitive, choice, {t: self.buf[b] for t, b in s.tensors.items()})
-                    self.site_variants[s.name] = choice
-        for c in calls.values():
-            c.close()
+        tuned = {key: min(cands[key], key=lambda v: float(np.median(by[v]))) for key, by in samples.items()}
+        self.check = None
+        if tuned != last:
+            times: dict = {"tuned": [], "last": []}
+            for _ in range(CHECK_PASSES):
+                for name, choice in (("last", last), ("tuned", tuned)):
+                    assign(choice)
+                    times[name].append(self.ops.time(self.forward_backward))
+            med = {name: float(np.median(t)) for name, t in times.items()}
+            kept = "tuned" if med["tuned"] <= med["last"] else "last"
+            self.check = {"tuned_s": med["tuned"], "last_s": med["last"], "kept": kept}
+            tuned = tuned if kept == "tuned" else last
+        assign(tuned)
+        in_use = {id(c) for c in self.calls.values()}
+        for c in pool.values():
+            if id(c) not in in_use:
+                c.close()
         self.forward_backward()                          # every buffer as the chosen variants write it
 
     def poison(self) -> None:
