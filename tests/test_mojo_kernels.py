@@ -1,7 +1,7 @@
 """Every Mojo variant against the float64 reference: every distribution of its declaration,
 the stress ones included (the project's own kernels are held to them), at the odd check
 dims and at the declaration's long_check_dims, big enough to take the multi-threaded and
-tiled paths (the parallel variants stay on one thread below ~0.5M elements).
+tiled paths (the parallel variants stay on one thread below 2 x MIN_PER_WORKER elements, 0.25-1M).
 
 The variants are the ones each .mojo file registers (read from the source); the first
 run compiles the six modules (~5-15 s each on 2 cores), later runs load them from the
