@@ -12,14 +12,17 @@
 #   parallel    vectorized, with blocks of C's rows split over the worker threads
 #               (each thread writes only its own rows, so no synchronisation).
 #   tiled       what BLAS libraries do (GotoBLAS/BLIS). C is cut into one block per
-#               thread. Each thread copies ("packs") its columns of B, one KC-deep slice
-#               at a time, into KC x NR micro-panels, and its rows of A, MC x KC at a
-#               time, into KC x MR micro-panels, so that both are read as straight
-#               streams. A register micro-kernel keeps an MR x NR tile of C in MR * NV
-#               SIMD registers for a whole KC-long stretch of k: per k it loads NV
-#               vectors of B, broadcasts MR values of A and issues MR * NV FMAs. Edges
-#               (M, N not multiples of the tile, any K) are zero-padded in the packed
-#               copies and clipped when C is written.
+#               thread, the split that reads least. Each thread copies ("packs") its
+#               columns of B, one KC-deep slice at a time, into KC x NR micro-panels, so
+#               that B is read as one straight stream. A register micro-kernel keeps an
+#               MR x NR tile of C in MR * NV SIMD registers for a whole KC-long stretch
+#               of k: per k it loads NV vectors of B, broadcasts MR values of A and
+#               issues MR * NV FMAs. A is read where it lies, MC rows at a time (they
+#               stay in L2): GotoBLAS packs A too, into KC x MR micro-panels, and that
+#               copy cost more than it saved here (tiled_block says what was measured),
+#               except for a transposed A, whose rows are A's columns, which is still
+#               packed. Edges (M, N not multiples of the tile, any K) are zero-padded in
+#               the packed copies and clipped when C is written.
 #   adaptive    what BLAS libraries do at the small end (a training step's 64 x 64 x 256).
 #               Packing pays for itself when each packed float is reused many times; at
 #               these sizes both operands already sit in L1/L2 and the copies, the heap
@@ -279,22 +282,30 @@ def pack_a(a: F32Ptr, a_rs: Int, a_cs: Int, packed: F32Ptr, i0: Int, mc: Int, p0
                         dst[unsafe_offset=p * MR + r] = 0
 
 
-def micro_kernel(kc: Int, ap: F32Ptr, bp: F32Ptr, c: F32Ptr, n: Int, rows: Int, cols: Int, accumulate: Bool):
-    """C[0:rows, 0:cols] (+)= A micro-panel (kc x MR) @ B micro-panel (kc x NR), with the
-    MR x NR tile of C held in MR * NV registers for all kc steps."""
+def micro_kernel(
+    kc: Int, ap: F32Ptr, a_rs: Int, a_cs: Int, bp: F32Ptr, c: F32Ptr, n: Int, rows: Int, cols: Int, accumulate: Bool
+):
+    """C[0:rows, 0:cols] (+)= A (MR x kc, A(r, p) = ap[r * a_rs + p * a_cs]) @ B micro-panel
+    (kc x NR), with the MR x NR tile of C held in MR * NV registers for all kc steps. A is
+    a packed micro-panel (strides (1, MR)) or A's own rows (strides (lda, 1)); rows past
+    `rows` repeat the last real one (computed, never stored: no read outside A)."""
     if accumulate:
         # The C tile is needed only after the k loop: ask for it now, so that its cache
         # misses overlap the arithmetic instead of following it.
         for r in range(rows):
             comptime for v in range(NV):
                 prefetch[PrefetchOptions().for_read().high_locality()](c.unsafe_offset(r * n + v * F32_WIDTH))
+    var row = Array[F32Ptr, MR](fill=ap)
+    comptime for r in range(MR):
+        row[r] = ap.unsafe_offset(min(r, rows - 1) * a_rs)
     var acc = Array[Vec, MR * NV](fill=Vec(0))
     for p in range(kc):
         var bv = Array[Vec, NV](fill=Vec(0))
         comptime for v in range(NV):
             bv[v] = bp.unsafe_load[width=F32_WIDTH](p * NR + v * F32_WIDTH)
+        var off = p * a_cs
         comptime for r in range(MR):
-            var a_rp = Vec(ap[unsafe_offset=p * MR + r])       # broadcast one A value
+            var a_rp = Vec(row[r][unsafe_offset=off])           # broadcast one A value
             comptime for v in range(NV):
                 acc[r * NV + v] = a_rp.fma(bv[v], acc[r * NV + v])
     if rows == MR and cols == NR:                              # a full tile: vector stores
@@ -319,22 +330,39 @@ def tiled_block(
     i_first: Int, i_last: Int, panel_first: Int, panel_last: Int,
 ):
     """C[i_first:i_last, the columns of panels panel_first..panel_last-1], packing its own
-    copies of B and A: the loop nest of GotoBLAS around the micro-kernel."""
+    copy of B (and of A when A's rows are not contiguous): the loop nest of GotoBLAS
+    around the micro-kernel."""
     var panels = panel_last - panel_first
+    # A row-major A is read where it lies: the micro-kernel broadcasts one float at a time
+    # from MR row streams, which the hardware prefetcher follows, and the MC-row block it
+    # reads stays in L2 for every panel after the first. Packing it was a scalar copy of
+    # the whole of A per task on top of that read (measured on the 2-core Xeon: the 10.8M
+    # GPT's matmuls took 9 % less time in its step without it, its proj 1024 x 1536 x 384
+    # went from 324 to 396 GFLOP/s alone, and 2048^3 stayed at 360). A transposed A (A^T
+    # in the backward) is still packed: its rows are A's columns, one float per cache line
+    # and a page apart at large K (2048^3's backward fell from 341 to 221 GFLOP/s unpacked).
+    var in_place = a_cs == 1
     var packed_b = unsafe_alloc[Float32](KC * panels * NR, alignment=64).unsafe_origin_cast[MutAnyOrigin]()
-    var packed_a = unsafe_alloc[Float32](MC * KC, alignment=64).unsafe_origin_cast[MutAnyOrigin]()
+    var packed_a = unsafe_alloc[Float32](1 if in_place else MC * KC, alignment=64).unsafe_origin_cast[MutAnyOrigin]()
     for p0 in range(0, k, KC):                                 # a KC-deep slice of the product
         var kc = min(KC, k - p0)
         pack_b(b, b_rs, b_cs, packed_b, n, p0, kc, panel_first * NR, panels)
         for i0 in range(i_first, i_last, MC):                  # an MC-row block of A, into L2
             var mc = min(MC, i_last - i0)
-            pack_a(a, a_rs, a_cs, packed_a, i0, mc, p0, kc)
+            if not in_place:
+                pack_a(a, a_rs, a_cs, packed_a, i0, mc, p0, kc)
             for panel in range(panels):                        # a B micro-panel, into L1
                 var j = (panel_first + panel) * NR
                 var bp = packed_b.unsafe_offset(panel * kc * NR)
                 for ir in range(0, mc, MR):                    # MR rows of C at a time
-                    micro_kernel(kc, packed_a.unsafe_offset(ir * kc), bp, c.unsafe_offset((i0 + ir) * n + j),
-                                 n, min(MR, mc - ir), min(NR, n - j), p0 > 0)
+                    var c_tile = c.unsafe_offset((i0 + ir) * n + j)
+                    var rows = min(MR, mc - ir)
+                    var cols = min(NR, n - j)
+                    if in_place:
+                        micro_kernel(kc, a.unsafe_offset((i0 + ir) * a_rs + p0), a_rs, 1, bp, c_tile, n,
+                                     rows, cols, p0 > 0)
+                    else:
+                        micro_kernel(kc, packed_a.unsafe_offset(ir * kc), 1, MR, bp, c_tile, n, rows, cols, p0 > 0)
     packed_a.unsafe_free()
     packed_b.unsafe_free()
 
@@ -344,17 +372,22 @@ def tiled_product(a: F32Ptr, a_rs: Int, a_cs: Int, b: F32Ptr, b_rs: Int, b_cs: I
     var panels = (n + NR - 1) // NR
     var workers = parallelism_level() if m * n * k >= MIN_PARALLEL_FMAS else 1
     # Split C into a grid_m x grid_n grid of tasks, one per worker: the shape whose
-    # biggest task is smallest (ties go to more column groups, since a task then packs
-    # only its share of B). Rows are split in multiples of MR, columns in panels.
+    # biggest task is smallest, and of those the one that reads least. Every task reads
+    # its rows of A and packs its columns of B, so the grid reads A grid_n times and B
+    # grid_m times: with A 6 MB and B 2.4 MB (the 10.8M GPT's proj), two row blocks read
+    # 6 + 2 x 2.4 MB where two column blocks read 2 x 6 + 2.4. Rows are split in
+    # multiples of MR, columns in panels.
     var grid_m = workers
     var grid_n = 1
     var best = (m + MR) * panels + 1               # more than any grid can give
+    var best_reads = 0
     for gn in range(1, workers + 1):
         if workers % gn == 0:
             var gm = workers // gn
             var biggest = ((m + gm - 1) // gm + MR - 1) // MR * MR * ((panels + gn - 1) // gn)
-            if biggest <= best:
-                best, grid_m, grid_n = biggest, gm, gn
+            var reads = gn * m * k + gm * k * n
+            if biggest < best or (biggest == best and reads < best_reads):
+                best, best_reads, grid_m, grid_n = biggest, reads, gm, gn
     var panels_per_task = (panels + grid_n - 1) // grid_n
     var rows_per_task = ((m + grid_m - 1) // grid_m + MR - 1) // MR * MR
 
