@@ -340,7 +340,7 @@ def tiled_block(
     # GPT's matmuls took 9 % less time in its step without it, its proj 1024 x 1536 x 384
     # went from 324 to 396 GFLOP/s alone, and 2048^3 stayed at 360). A transposed A (A^T
     # in the backward) is still packed: its rows are A's columns, one float per cache line
-    # and a page apart at large K (2048^3's backward fell from 341 to 221 GFLOP/s unpacked).
+    # and a page apart at large K (2048^3's backward fell from 336 to 221 GFLOP/s unpacked).
     var in_place = a_cs == 1
     var packed_b = unsafe_alloc[Float32](KC * panels * NR, alignment=64).unsafe_origin_cast[MutAnyOrigin]()
     var packed_a = unsafe_alloc[Float32](1 if in_place else MC * KC, alignment=64).unsafe_origin_cast[MutAnyOrigin]()
